@@ -1,0 +1,45 @@
+# digin — `make help` lists the targets. Everything runs inside .venv, created on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export HF_HUB_DISABLE_TELEMETRY = 1
+
+.DEFAULT_GOAL := help
+.PHONY: help install dev demo test test-fast bench clean-outputs clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+$(VENV)/.dev-installed: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed ## create .venv and install digin
+
+dev: $(VENV)/.dev-installed ## install digin with the test extras
+
+demo: $(VENV)/.installed ## run the embedded CPU demo (tiny random models, disagreement, ~1 min)
+	$(BIN)/digin experiment=demo
+
+test: $(VENV)/.dev-installed ## run the whole test suite (offline, CPU)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+test-fast: $(VENV)/.dev-installed ## the test suite without the end-to-end CLI runs
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow"
+
+bench: $(VENV)/.installed ## time / memory of one optimisation step vs T (tiny on CPU; sd15_random on GPU if present)
+	$(BIN)/python scripts/bench_step.py
+
+clean-outputs: ## delete run outputs
+	rm -rf outputs
+
+clean: clean-outputs ## delete run outputs and the virtual environment
+	rm -rf $(VENV)

@@ -1,0 +1,77 @@
+"""The classifier zoo: every model DiG-IN explains, behind one :class:`Classifier` contract.
+
+Configs in ``conf/classifier/`` name a class from this package with ``_target_``; :func:`build_classifier` turns
+one into a frozen model on the run's device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from digin_cli.classifiers.base import Classifier
+from digin_cli.classifiers.classnames import imagenet_class_names, resolve_class
+from digin_cli.errors import DiginError
+
+__all__ = ["Classifier", "build_classifier", "imagenet_class_names", "resolve_class"]
+
+
+def _display_name(cfg: Any, key: str) -> str:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return str(HydraConfig.get().runtime.choices[key])
+    except Exception:  # outside a Hydra run (tests, notebooks) there are no group choices
+        for field in ("name", "model"):
+            if cfg.get(field) is not None:
+                return str(cfg.get(field))
+        return str(cfg.get("_target_", key)).rsplit(".", 1)[-1]
+
+
+def _digin_cause(exc: BaseException) -> DiginError | None:
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, DiginError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def build_classifier(
+    cfg: Any, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, key: str = "classifier"
+) -> Classifier:
+    """Instantiate ``cfg`` (a ``conf/classifier`` node), move it to ``device``/``dtype`` and prepare it.
+
+    ``key`` is the config key the node came from (``classifier`` or ``classifier2``), so errors name the override
+    the user has to pass.
+    """
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, Mapping) and not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(dict(cfg))
+    if "checkpoint" in cfg.keys() and OmegaConf.is_missing(cfg, "checkpoint"):  # `in cfg` is False for ???
+        raise DiginError(
+            f"classifier '{_display_name(cfg, key)}' needs its weights file: pass {key}.checkpoint=/path/to/file.pt"
+        )
+    try:
+        clf = instantiate(cfg, _convert_="all")
+    except InstantiationException as e:
+        cause = _digin_cause(e)
+        if cause is None:
+            raise
+        # Re-raise the user's error without Hydra's wrapper, but with the classifier.* key the user actually set.
+        msg = str(cause)
+        if key != "classifier":
+            msg = msg.replace("classifier.", f"{key}.")
+        raise DiginError(msg) from cause
+    if not isinstance(clf, Classifier):
+        raise TypeError(f"{cfg.get('_target_')} built {type(clf).__name__}, not a digin Classifier")
+    clf = clf.to(device=device, dtype=dtype)
+    clf.prepare()
+    return clf

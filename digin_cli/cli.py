@@ -1,0 +1,98 @@
+"""The ``digin`` console script.
+
+Before Hydra takes over, a pre-flight composes the config once so that a mistyped option, a bad override or an
+unwritable output folder becomes one line naming the fix (exit code 2) instead of a Hydra stack trace. Then
+``@hydra.main`` runs the job(s) through :func:`digin_cli.run.run`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from digin_cli.configs import CONF_DIR, GROUPS, options, register
+from digin_cli.errors import DiginError, suggest
+
+register()
+
+
+def _check_group_choice(group: str, value: str) -> None:
+    if value in ("null", "None", ""):
+        return
+    available = options(group)
+    if value not in available:
+        raise DiginError(f"unknown {group} '{value}'{suggest(value, available)} — choose one of: "
+                         f"{', '.join(available)}")
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".digin-write-test-"):
+            pass
+    except OSError as err:
+        raise DiginError(f"cannot write to output folder '{folder}' ({err.strerror or err}) — set "
+                         "paths.output_root=/a/writable/folder") from None
+
+
+def preflight(argv: list[str]) -> None:
+    """Validate the command line the way the job will see it, without running anything."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from digin_cli.run import check_config
+
+    args, _ = get_args_parser().parse_known_args(argv)
+    if args.help or args.hydra_help or args.info or args.shell_completion or args.cfg:
+        return
+    try:
+        parsed = OverridesParser.create().parse_overrides(args.overrides)
+    except HydraException as err:
+        raise DiginError(f"{str(err).splitlines()[0]} — overrides look like key=value (see digin --help)") from None
+    single = []
+    for override, text in zip(parsed, args.overrides):
+        group = override.key_or_group
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+        if group in GROUPS and group != "paths" and not override.is_delete():
+            for value in values:
+                _check_group_choice(group, str(value))
+        single.append(f"{override.get_key_element()}={values[0]}" if override.is_sweep_override() else text)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name="digin"):
+            cfg = compose("config", overrides=single)
+    except HydraException as err:
+        raise DiginError(f"{str(err).splitlines()[0]} — see digin --help for groups and options") from None
+    finally:
+        GlobalHydra.instance().clear()
+    check_config(cfg)
+    _check_writable(Path(str(cfg.paths.output_root)).expanduser())
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    from digin_cli.run import run
+
+    run(cfg)
+
+
+def main() -> None:
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    try:
+        preflight(sys.argv[1:])
+    except DiginError as err:
+        print(f"digin: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

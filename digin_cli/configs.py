@@ -1,0 +1,35 @@
+"""Config registration shared by the CLI and the tests: the ``classifier2`` group and digin's resolvers."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+GROUPS = ("task", "generator", "classifier", "classifier2", "optimizer", "segmentation", "logger", "experiment",
+          "paths")
+
+
+def register() -> None:
+    """Idempotently register what plain YAML folders cannot express.
+
+    ``classifier2`` takes exactly the names of the ``classifier`` group (``classifier2=vit_s``), so its options are
+    the classifier files themselves, stored once more under the second group instead of duplicated on disk.
+    """
+    store = ConfigStore.instance()
+    for path in sorted((CONF_DIR / "classifier").glob("*.yaml")):
+        store.store(group="classifier2", name=path.stem, node=OmegaConf.load(path))
+    if not OmegaConf.has_resolver("digin_uid"):
+        # One short random id per process, cached, so a run's folder name is fixed once resolved.
+        uid = f"{os.getpid() % 100000:05d}{secrets.token_hex(2)}"
+        OmegaConf.register_new_resolver("digin_uid", lambda: uid, use_cache=True)
+
+
+def options(group: str) -> list[str]:
+    """The config names a group offers."""
+    folder = CONF_DIR / ("classifier" if group == "classifier2" else group)
+    return sorted(p.stem for p in folder.glob("*.yaml"))

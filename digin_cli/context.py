@@ -1,0 +1,52 @@
+"""What a task is handed: the config, the job's output folder, device, writer, tracker, and lazily built parts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from digin_cli.augment import Cutouts
+from digin_cli.classifiers import Classifier, build_classifier
+from digin_cli.generation.models import StableDiffusion, load_generator
+from digin_cli.generation.sampler import DDIMSampler
+from digin_cli.io.tracking import Tracker
+from digin_cli.io.writer import Writer
+from digin_cli.optimize import OptimSettings
+
+
+@dataclass
+class RunContext:
+    cfg: DictConfig
+    output_dir: Path
+    device: torch.device
+    dtype: torch.dtype
+    writer: Writer
+    tracker: Tracker
+    _classifiers: dict = field(default_factory=dict)
+
+    @cached_property
+    def generator(self) -> StableDiffusion:
+        return load_generator(self.cfg.generator, self.device, self.dtype)
+
+    def classifier(self, key: str = "classifier") -> Classifier:
+        """The classifier of config group ``key`` (``classifier`` or ``classifier2``), built once per job."""
+        if key not in self._classifiers:
+            self._classifiers[key] = build_classifier(self.cfg[key], self.device, key=key)
+        return self._classifiers[key]
+
+    def sampler(self) -> DDIMSampler:
+        return DDIMSampler(self.generator, checkpointing=bool(self.cfg.optimizer.checkpointing))
+
+    def optim_settings(self) -> OptimSettings:
+        opt = self.cfg.optimizer
+        fields = {k: v for k, v in OmegaConf.to_container(opt, resolve=True).items()
+                  if k in OptimSettings.__dataclass_fields__ and k != "optimizer"}
+        return OptimSettings(**fields, optimizer=instantiate(opt.optimizer))
+
+    def cutouts(self) -> Cutouts:
+        return Cutouts(**self.cfg.optimizer.augment)

@@ -1,0 +1,173 @@
+"""Load the Stable Diffusion components of a run.
+
+Three sources, one object: a pretrained SD 1.x pipeline through diffusers ``from_pretrained`` (hub id or any saved
+diffusers folder, honouring the HF cache and offline mode), the real SD 1.5 architecture with random weights (for
+benchmarks without weights), and a tiny random model built from configs (for tests and the demo). All three give a
+:class:`StableDiffusion` that wraps a real ``StableDiffusionPipeline`` with a DDIM scheduler, so the reference
+pipeline and our differentiable sampler always share components.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.utils.torch_utils import randn_tensor
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from digin_cli.errors import DiginError
+from digin_cli.generation.tokenizer import clip_tokenizer
+
+SOURCES = ("pretrained", "tiny", "random_sd15")
+
+
+class StableDiffusion:
+    """Frozen SD components plus the sampling settings (steps, guidance, resolution) of one run."""
+
+    def __init__(self, pipe: StableDiffusionPipeline, num_steps: int, guidance_scale: float, resolution: int,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        if int(num_steps) <= 0:
+            raise DiginError(f"generator.num_steps must be a positive integer, got {num_steps}")
+        if int(resolution) <= 0 or int(resolution) % 8:
+            raise DiginError(f"generator.resolution must be a positive multiple of 8, got {resolution}")
+        # DDIM with eta=0 is the deterministic sampler DiG-IN differentiates through (paper Eq. 1).
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        pipe.set_progress_bar_config(disable=True)
+        for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+            module.requires_grad_(False)
+            module.eval()
+        # Cast only when needed: diffusers warns on a no-op dtype cast of modules it keeps in float32.
+        self.pipe = pipe.to(device=device) if pipe.dtype == dtype else pipe.to(device=device, dtype=dtype)
+        self.num_steps = int(num_steps)
+        self.guidance_scale = float(guidance_scale)
+        self.resolution = int(resolution)
+        self.device = torch.device(device)
+        self.dtype = dtype
+
+    unet = property(lambda self: self.pipe.unet)
+    vae = property(lambda self: self.pipe.vae)
+    text_encoder = property(lambda self: self.pipe.text_encoder)
+    tokenizer = property(lambda self: self.pipe.tokenizer)
+    scheduler = property(lambda self: self.pipe.scheduler)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int, int]:
+        side = self.resolution // self.pipe.vae_scale_factor
+        return (1, self.unet.config.in_channels, side, side)
+
+    def initial_latent(self, seed: int) -> torch.Tensor:
+        """z_T for ``seed`` exactly as a diffusers pipeline draws it from a CPU generator (float32)."""
+        generator = torch.Generator("cpu").manual_seed(int(seed))
+        z = randn_tensor(self.latent_shape, generator=generator, device=torch.device("cpu"), dtype=torch.float32)
+        return (z * self.scheduler.init_noise_sigma).to(self.device)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompts: str | list[str]) -> torch.Tensor:
+        """CLIP text embeddings ``(B, 77, D)`` in float32, through the pipeline's own ``encode_prompt``."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        embeds, _ = self.pipe.encode_prompt(prompts, self.device, 1, do_classifier_free_guidance=False)
+        return embeds.float()
+
+    def null_embedding(self) -> torch.Tensor:
+        """The null-text embedding of the empty prompt, what SD uses for the unconditional branch."""
+        return self.encode_prompt([""])
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """VAE-decode latents to images in [0, 1] (float32); differentiable when grad is enabled."""
+        scaled = latents.to(self.dtype) / self.vae.config.scaling_factor
+        image = self.vae.decode(scaled, return_dict=False)[0].float()
+        return (image / 2 + 0.5).clamp(0, 1)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """VAE-encode images in [0, 1] to scaled latents (posterior mean, as null-text inversion does)."""
+        posterior = self.vae.encode((images * 2 - 1).to(self.dtype)).latent_dist
+        return posterior.mean.float() * self.vae.config.scaling_factor
+
+
+def _pipeline(unet, vae, text_encoder, scheduler) -> StableDiffusionPipeline:
+    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(), unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
+def _sd_scheduler() -> DDIMScheduler:
+    return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                         set_alpha_to_one=False, steps_offset=1)
+
+
+def tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
+    """A tiny random SD 1.x pipeline (64 px images, 8x8 latents), identical on every machine for a given seed.
+
+    Same classes and data path as SD 1.5 (cross-attention UNet, 8x-downsampling VAE, CLIP text encoder with the real
+    49408-token vocabulary), only narrow; its images are noise-like and show the machinery, not the science.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(
+            sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8)
+        torch.manual_seed(seed + 1)
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
+            block_out_channels=(8, 16, 16, 16), sample_size=64,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+        torch.manual_seed(seed + 2)
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            max_position_embeddings=77, projection_dim=32, hidden_act="quick_gelu",
+            bos_token_id=49406, eos_token_id=49407, pad_token_id=49407))
+    return _pipeline(unet, vae, text_encoder, _sd_scheduler())
+
+
+def _sd15_config(component: str) -> dict:
+    text = resources.files("digin_cli.generation").joinpath("configs", "sd15", f"{component}.json").read_text()
+    return {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
+
+
+def random_sd15_pipeline(seed: int = 0) -> StableDiffusionPipeline:
+    """The real SD 1.5 architecture (configs shipped in the package) with random weights, for benchmarks."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel.from_config(_sd15_config("unet"))
+        vae = AutoencoderKL.from_config(_sd15_config("vae"))
+        text_encoder = CLIPTextModel(CLIPTextConfig(**_sd15_config("text_encoder")))
+    return _pipeline(unet, vae, text_encoder, DDIMScheduler.from_config(_sd15_config("scheduler")))
+
+
+def pretrained_pipeline(pretrained: str, dtype: torch.dtype = torch.float32) -> StableDiffusionPipeline:
+    """Load any SD 1.x diffusers pipeline (hub id or local folder) through ``from_pretrained``."""
+    import os
+
+    try:
+        return StableDiffusionPipeline.from_pretrained(pretrained, torch_dtype=dtype, safety_checker=None,
+                                                       requires_safety_checker=False)
+    except (OSError, ValueError) as err:  # missing files, offline hub, malformed repo id
+        if os.path.isdir(os.path.expanduser(str(pretrained))):
+            raise DiginError(f"cannot load a Stable Diffusion pipeline from folder '{pretrained}' ({type(err).__name__}:"
+                             f" {str(err).splitlines()[0] if str(err) else ''}) — point generator.pretrained= at a "
+                             "folder written by StableDiffusionPipeline.save_pretrained") from None
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+        why = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached"
+        raise DiginError(f"cannot load generator weights '{pretrained}': not in the local Hugging Face cache and {why}"
+                         f" — download them once with network access (HF_HUB_OFFLINE=0), or set "
+                         f"generator.pretrained=/path/to/a/local/diffusers/folder") from None
+
+
+def load_generator(cfg, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> StableDiffusion:
+    """Build the :class:`StableDiffusion` described by a ``generator`` config node."""
+    source = cfg.get("source", "pretrained")
+    if source == "tiny":
+        pipe = tiny_pipeline(int(cfg.get("seed", 0)))
+    elif source == "random_sd15":
+        pipe = random_sd15_pipeline(int(cfg.get("seed", 0)))
+    elif source == "pretrained":
+        if not cfg.get("pretrained"):
+            raise DiginError("generator.pretrained is empty — set it to a hub id or a local diffusers folder")
+        pipe = pretrained_pipeline(str(cfg.pretrained), dtype)
+    else:
+        raise DiginError(f"unknown generator.source '{source}' — use one of: {', '.join(SOURCES)}")
+    return StableDiffusion(pipe, cfg.num_steps, cfg.guidance_scale, cfg.resolution, device=device, dtype=dtype)

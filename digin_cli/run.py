@@ -1,0 +1,116 @@
+"""The job wrapper: one Hydra job from config to status.json.
+
+Whatever happens, a job leaves its resolved ``config.yaml`` and a ``status.json`` (ok / failed / skipped, error
+text, seconds, peak memory) in its output folder and finishes W&B, so sequential multiruns never log into each
+other's runs. User errors (:class:`DiginError`) become one line on stderr and exit code 2; other exceptions keep
+their traceback in ``error.log`` and exit 1. In a multirun a failed job is recorded and the sweep goes on; a job
+whose folder already holds ``status: ok`` is never run again.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from digin_cli.device import peak_memory_mb, reset_peak_memory, resolve_device, resolve_dtype, seed_everything
+from digin_cli.errors import DiginError
+from digin_cli.io.atomic import atomic_write_json, atomic_write_text
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Cheap checks on values that would otherwise fail deep inside a job (also run by the CLI pre-flight)."""
+    if int(cfg.generator.num_steps) <= 0:
+        raise DiginError(f"generator.num_steps must be a positive integer, got {cfg.generator.num_steps}")
+    if int(cfg.optimizer.steps) < 0:
+        raise DiginError(f"optimizer.steps must be >= 0, got {cfg.optimizer.steps}")
+    if int(cfg.optimizer.loss_steps) < 1:
+        raise DiginError(f"optimizer.loss_steps must be >= 1, got {cfg.optimizer.loss_steps}")
+    if float(cfg.generator.guidance_scale) < 1.0:
+        raise DiginError(f"generator.guidance_scale must be >= 1, got {cfg.generator.guidance_scale}")
+
+
+def previous_status(output_dir: Path) -> dict | None:
+    try:
+        return json.loads((output_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run the task of ``cfg`` in Hydra's current output folder and record how it went."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    previous = previous_status(output_dir)
+    if previous and previous.get("status") == "ok":
+        print(f"digin: {output_dir} already completed; not running it again", file=sys.stderr)
+        return previous
+
+    status: dict = {"status": "running", "task": cfg.task.name, "output_dir": str(output_dir)}
+    start = time.perf_counter()
+    job = _Job()
+    try:
+        atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=False))
+        status.update(_execute(cfg, output_dir, hydra_cfg, job))
+    except DiginError as err:
+        status.update(status="failed", error=str(err))
+        print(f"digin: error: {err}", file=sys.stderr)
+        job.exit_code = 2
+    except KeyboardInterrupt:
+        status.update(status="interrupted", error="interrupted by the user")
+        job.exit_code = 130
+    except Exception as err:  # a bug: keep the traceback, but in the job log, not on the user's screen
+        atomic_write_text(output_dir / "error.log", traceback.format_exc())
+        status.update(status="failed", error=f"{type(err).__name__}: {err}")
+        print(f"digin: internal error: {type(err).__name__}: {err} (traceback in {output_dir / 'error.log'})",
+              file=sys.stderr)
+        job.exit_code = 1
+    finally:
+        status["seconds"] = round(time.perf_counter() - start, 3)
+        if job.device is not None:
+            status["peak_memory_mb"] = round(peak_memory_mb(job.device), 1)
+        if job.tracker is not None:
+            job.tracker.finish(exit_code=job.exit_code)
+        atomic_write_json(output_dir / "status.json", status)
+    if job.exit_code and not multirun:
+        sys.exit(job.exit_code)
+    return status
+
+
+class _Job:
+    """What run's ``finally`` must close or measure, filled in as the job gets going."""
+
+    tracker = None
+    device = None
+    exit_code = 0
+
+
+def _execute(cfg: DictConfig, output_dir: Path, hydra_cfg, job: _Job) -> dict:
+    from digin_cli.context import RunContext
+    from digin_cli.io.tracking import Tracker
+    from digin_cli.io.writer import Writer
+    from digin_cli.tasks import get_task
+
+    check_config(cfg)
+    task = get_task(cfg.task.name)
+    job.device = device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    reset_peak_memory(device)
+    seed_everything(int(cfg.seed))
+    overrides = list(hydra_cfg.overrides.task)
+    job.tracker = tracker = Tracker(
+        mode=cfg.logger.mode, project=cfg.logger.project, entity=cfg.logger.entity,
+        group=cfg.logger.group or Path(hydra_cfg.sweep.dir).name, tags=list(cfg.logger.tags),
+        name=f"{cfg.task.name}-{output_dir.name}", job_type=cfg.task.name, dir=str(output_dir),
+        config={**OmegaConf.to_container(cfg, resolve=True), "overrides": overrides})
+    ctx = RunContext(cfg, output_dir, device, dtype, Writer(output_dir), tracker)
+    summary = task(ctx) or {}
+    return {"status": "ok", **summary}

@@ -1,0 +1,178 @@
+"""Time and peak memory of one DiG-IN optimisation step versus the number of DDIM steps T.
+
+For each T in {5, 10, 20, 40} and checkpointing on/off, one fresh subprocess builds the generator and a classifier
+pair, times a no-grad sampling pass (sample + decode), then times the optimisation loop itself (render with grad,
+16-cutout disagreement loss on the last 3 steps, backward, Adam, z_T projection): step time = (run(n) − run(0)) / n.
+Memory is the peak over the step: CUDA max allocated on GPU; on CPU the peak RSS and its rise over the no-grad
+baseline. Ratios are printed from numbers measured in the same invocation, since these machines are noisy.
+
+    python scripts/bench_step.py                       # tiny on CPU (+ sd15_random on GPU when one is present)
+    python scripts/bench_step.py --generator sd15_random --device cuda --steps 5 10 20 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+TARGET_MEMORY_RATIO, TARGET_STEP_RATIO = 1.10, 3.5
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def measure(generator: str, device: str, T: int, checkpointing: bool, iters: int) -> dict:
+    """One measurement, in this process (run by the parent in a fresh subprocess)."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from digin_cli.augment import Cutouts
+    from digin_cli.classifiers.timm_zoo import TimmClassifier
+    from digin_cli.classifiers.tiny import TinyClassifier
+    from digin_cli.generation.models import load_generator
+    from digin_cli.generation.sampler import DDIMSampler
+    from digin_cli.objectives import Disagreement
+    from digin_cli.optimize import DiginOptimizer, OptimSettings
+
+    torch.manual_seed(0)
+    cfg = OmegaConf.load(os.path.join(os.path.dirname(__file__), "..", "conf", "generator", f"{generator}.yaml"))
+    cfg.num_steps = T
+    dev = torch.device(device)
+    sd = load_generator(cfg, dev)
+    if generator == "tiny":
+        f, g = TinyClassifier(seed=1), TinyClassifier(seed=2)
+    else:  # real ImageNet architectures, random weights: no download needed
+        f, g = TimmClassifier("convnext_base", pretrained=False), TimmClassifier("vit_small_patch16_224", pretrained=False)
+    f, g = f.to(dev), g.to(dev)
+    sampler = DDIMSampler(sd, checkpointing=checkpointing)
+    z, cond, null = sd.initial_latent(0), sd.encode_prompt("a photograph of a koala"), sd.null_embedding()
+    objective = Disagreement(f, g, 105, Cutouts(16, 0.3, 0.005))
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    def nograd_pass():
+        with torch.no_grad():
+            return sampler.decode(sampler.sample(z, cond, null).latents)
+
+    nograd_pass()  # warm-up (kernels, allocator)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        nograd_pass()
+    sync()
+    nograd = (time.perf_counter() - t0) / iters
+
+    def loop(steps):
+        opt = DiginOptimizer(sampler, OptimSettings(steps=steps, loss_steps=3))
+        sync()
+        start = time.perf_counter()
+        opt.run(z, cond, null, objective)
+        sync()
+        return time.perf_counter() - start
+
+    loop(1)  # warm-up of the backward kernels
+    base_rss = _rss_mb()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+        base_cuda = torch.cuda.memory_allocated(dev) / 2**20
+    t_zero = loop(0)
+    t_n = loop(iters)
+    step = (t_n - t_zero) / iters
+    out = {"generator": generator, "device": device, "T": T, "checkpointing": checkpointing,
+           "nograd_s": nograd, "step_s": step, "step_ratio": step / nograd,
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "step_rss_rise_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base_rss}
+    if dev.type == "cuda":
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+        out["step_cuda_rise_mb"] = out["peak_cuda_mb"] - base_cuda
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--generator", action="append", help="tiny | sd15_random (repeatable)")
+    parser.add_argument("--device", default=None, help="cpu | cuda (default: cpu for tiny, cuda for sd15_random)")
+    parser.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20, 40])
+    parser.add_argument("--iters", type=int, default=2, help="optimisation steps timed per measurement")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", help="also write all measurements to this file")
+    parser.add_argument("--_child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args._child:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        gen, dev, T, ckpt = args._child
+        print(json.dumps(measure(gen, dev, int(T), ckpt == "1", args.iters)))
+        return
+
+    import torch
+
+    plan = args.generator or (["tiny", "sd15_random"] if torch.cuda.is_available() else ["tiny"])
+    results = []
+    for gen in plan:
+        device = args.device or ("cuda" if gen != "tiny" and torch.cuda.is_available() else "cpu")
+        if gen != "tiny" and device == "cpu":
+            print(f"skipping {gen}: it needs a GPU (pass --device cpu explicitly to force it)", file=sys.stderr)
+            continue
+        for ckpt in (True, False):
+            for T in args.steps:
+                cmd = [sys.executable, __file__, "--_child", gen, device, str(T), "1" if ckpt else "0",
+                       "--iters", str(args.iters), "--threads", str(args.threads)]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode:
+                    err = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                    results.append({"generator": gen, "device": device, "T": T, "checkpointing": ckpt, "error": err})
+                else:
+                    results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                print(f"  measured {gen} T={T} checkpointing={ckpt}", file=sys.stderr)
+    _report(results)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+def _report(results: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="one optimisation step vs a no-grad sampling pass")
+    for col in ("generator", "device", "T", "ckpt", "no-grad s", "step s", "step/no-grad", "peak MB", "step rise MB"):
+        table.add_column(col)
+    for r in results:
+        if "error" in r:
+            table.add_row(r["generator"], r["device"], str(r["T"]), str(r["checkpointing"]), "error", r["error"][:60],
+                          "", "", "")
+            continue
+        peak = r.get("peak_cuda_mb", r["peak_rss_mb"])
+        rise = r.get("step_cuda_rise_mb", r["step_rss_rise_mb"])
+        table.add_row(r["generator"], r["device"], str(r["T"]), str(r["checkpointing"]), f"{r['nograd_s']:.3f}",
+                      f"{r['step_s']:.3f}", f"{r['step_ratio']:.2f}", f"{peak:.0f}", f"{rise:.0f}")
+    console = Console()
+    console.print(table)
+    for gen in dict.fromkeys(r["generator"] for r in results):
+        ok = {(r["T"], r["checkpointing"]): r for r in results if r["generator"] == gen and "error" not in r}
+        lo, hi = min(t for t, _ in ok), max(t for t, _ in ok)
+        for ckpt in (True, False):
+            if (lo, ckpt) in ok and (hi, ckpt) in ok:
+                a, b = ok[(lo, ckpt)], ok[(hi, ckpt)]
+                peak = "peak_cuda_mb" if "peak_cuda_mb" in a else "peak_rss_mb"
+                rise = "step_cuda_rise_mb" if "step_cuda_rise_mb" in a else "step_rss_rise_mb"
+                console.print(f"{gen} checkpointing={ckpt}: peak memory T={hi}/T={lo} = {b[peak] / a[peak]:.2f} "
+                              f"(target ≤ {TARGET_MEMORY_RATIO} with checkpointing); step-memory rise T={hi}/T={lo}"
+                              f" = {b[rise] / max(a[rise], 1e-9):.2f}; step/no-grad at T={hi}: "
+                              f"{b['step_ratio']:.2f} (target ≤ {TARGET_STEP_RATIO})")
+
+
+if __name__ == "__main__":
+    main()

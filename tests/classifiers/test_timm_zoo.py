@@ -1,0 +1,82 @@
+"""TimmClassifier against the wrapped timm model computed by hand."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from digin_cli.classifiers.timm_zoo import TimmClassifier
+from digin_cli.errors import DiginError
+
+
+def _by_hand(clf: TimmClassifier, x: torch.Tensor, mode: str) -> torch.Tensor:
+    mean = torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1)  # the test_* models' pretrained config
+    return (F.interpolate(x, size=(160, 160), mode=mode, antialias=True, align_corners=False) - mean) / mean
+
+
+@pytest.mark.parametrize("name,mode", [("test_resnet", "bilinear"), ("test_vit", "bicubic")])
+def test_matches_timm_model_on_resized_normalised_input(images, name, mode):
+    torch.manual_seed(0)
+    clf = TimmClassifier(name, pretrained=False)
+    assert clf.input_size == (160, 160) and clf.interpolation == mode and clf.num_classes == 1000
+    assert clf.class_names[277] == "red fox"
+    xn = _by_hand(clf, images, mode)
+    with torch.no_grad():
+        ref_logits = clf.model(xn)
+        ref_feats = clf.model.forward_head(clf.model.forward_features(xn), pre_logits=True)
+        logits, feats = clf.logits_and_features(images)
+        torch.testing.assert_close(clf(images), ref_logits, rtol=0, atol=1e-6)
+        torch.testing.assert_close(clf.features(images), ref_feats, rtol=0, atol=1e-6)
+        torch.testing.assert_close(logits, ref_logits, rtol=0, atol=1e-6)
+        torch.testing.assert_close(feats, ref_feats, rtol=0, atol=1e-6)
+        # The features really are the input of the final linear layer.
+        torch.testing.assert_close(clf.model.get_classifier()(feats), logits, rtol=1e-5, atol=1e-5)
+    assert ref_logits.std() > 0
+
+
+def test_frozen_with_gradients_to_input_and_checkpointing(images):
+    torch.manual_seed(0)
+    plain = TimmClassifier("test_resnet", pretrained=False)
+    torch.manual_seed(0)
+    ckpt = TimmClassifier("test_resnet", pretrained=False, grad_checkpointing=True)
+    assert ckpt.model.grad_checkpointing and not plain.model.grad_checkpointing
+    grads = []
+    for clf in (plain, ckpt):
+        assert not any(p.requires_grad for p in clf.parameters()) and not clf.training
+        x = images.clone().requires_grad_(True)
+        clf(x).log_softmax(-1)[:, 1].sum().backward()
+        grads.append(x.grad)
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+def test_preprocessing_overrides():
+    clf = TimmClassifier("test_resnet", pretrained=False, input_size=64, interpolation="bicubic", mean=[0, 0, 0])
+    assert clf.input_size == (64, 64) and clf.interpolation == "bicubic"
+    assert clf.mean.flatten().tolist() == [0, 0, 0] and clf.std.flatten().tolist() == [0.5, 0.5, 0.5]
+
+
+def test_unknown_model_and_tag_suggest_names():
+    with pytest.raises(DiginError, match="convnext_base.fb_in1k"):
+        TimmClassifier("convnext_bse.fb_in1k", pretrained=False)
+    with pytest.raises(DiginError, match="no pretrained tag 'a9_in1k'.*resnet50.a1_in1k"):
+        TimmClassifier("resnet50.a9_in1k", pretrained=False)
+
+
+def test_offline_without_cache_is_a_one_line_error(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    start = time.monotonic()
+    with pytest.raises(DiginError) as e:
+        TimmClassifier("resnet18.a1_in1k", pretrained=True)
+    assert time.monotonic() - start < 10
+    msg = str(e.value)
+    assert "'resnet18.a1_in1k'" in msg and "HF_HUB_OFFLINE" in msg and "classifier.checkpoint=" in msg
+    assert "\n" not in msg
