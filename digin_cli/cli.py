@@ -15,7 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from digin_cli.configs import CONF_DIR, GROUPS, options, register
+from digin_cli.configs import CONF_DIR, GROUPS, check_config, options, register
 from digin_cli.errors import DiginError, suggest
 
 register()
@@ -48,7 +48,6 @@ def preflight(argv: list[str]) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    from digin_cli.run import check_config
 
     args, _ = get_args_parser().parse_known_args(argv)
     if args.help or args.hydra_help or args.info or args.shell_completion or args.cfg:

@@ -7,7 +7,9 @@ import secrets
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+
+from digin_cli.errors import DiginError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("task", "generator", "classifier", "classifier2", "optimizer", "segmentation", "logger", "experiment",
@@ -33,3 +35,15 @@ def options(group: str) -> list[str]:
     """The config names a group offers."""
     folder = CONF_DIR / ("classifier" if group == "classifier2" else group)
     return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Cheap checks on values that would otherwise fail deep inside a job (also run by the CLI pre-flight)."""
+    if int(cfg.generator.num_steps) <= 0:
+        raise DiginError(f"generator.num_steps must be a positive integer, got {cfg.generator.num_steps}")
+    if int(cfg.optimizer.steps) < 0:
+        raise DiginError(f"optimizer.steps must be >= 0, got {cfg.optimizer.steps}")
+    if int(cfg.optimizer.loss_steps) < 1:
+        raise DiginError(f"optimizer.loss_steps must be >= 1, got {cfg.optimizer.loss_steps}")
+    if float(cfg.generator.guidance_scale) < 1.0:
+        raise DiginError(f"generator.guidance_scale must be >= 1, got {cfg.generator.guidance_scale}")

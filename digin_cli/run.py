@@ -18,20 +18,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from digin_cli.device import peak_memory_mb, reset_peak_memory, resolve_device, resolve_dtype, seed_everything
+from digin_cli.configs import check_config
 from digin_cli.errors import DiginError
 from digin_cli.io.atomic import atomic_write_json, atomic_write_text
-
-
-def check_config(cfg: DictConfig) -> None:
-    """Cheap checks on values that would otherwise fail deep inside a job (also run by the CLI pre-flight)."""
-    if int(cfg.generator.num_steps) <= 0:
-        raise DiginError(f"generator.num_steps must be a positive integer, got {cfg.generator.num_steps}")
-    if int(cfg.optimizer.steps) < 0:
-        raise DiginError(f"optimizer.steps must be >= 0, got {cfg.optimizer.steps}")
-    if int(cfg.optimizer.loss_steps) < 1:
-        raise DiginError(f"optimizer.loss_steps must be >= 1, got {cfg.optimizer.loss_steps}")
-    if float(cfg.generator.guidance_scale) < 1.0:
-        raise DiginError(f"generator.guidance_scale must be >= 1, got {cfg.generator.guidance_scale}")
 
 
 def previous_status(output_dir: Path) -> dict | None:

@@ -70,8 +70,11 @@ class OpenClipZeroShot(Classifier):
 
         self._template_list = _templates(templates)
         _check_names(model, pretrained)
+        weights = pretrained
+        if pretrained is not None and os.path.isfile(os.path.expanduser(pretrained)):
+            weights = os.path.expanduser(pretrained)  # open_clip tests the path as given, without '~'
         try:
-            clip, _, _ = open_clip.create_model_and_transforms(model, pretrained=pretrained)
+            clip, _, _ = open_clip.create_model_and_transforms(model, pretrained=weights)
         except Exception as e:
             if is_download_error(e):
                 raise DiginError(
@@ -121,8 +124,11 @@ class OpenClipZeroShot(Classifier):
     def _load_cache(self) -> None:
         from safetensors.torch import load_file
 
-        w = load_file(str(self.cache_path))["weights"]
-        if w.shape[1] != self.num_classes:
+        try:
+            w = load_file(str(self.cache_path))["weights"]
+        except Exception:  # unreadable cache: it is only a cache, so rebuild (and overwrite) it
+            return
+        if w.ndim != 2 or w.shape[1] != self.num_classes:
             return  # a stale or foreign file: rebuild rather than trust it
         p = next(self.model.parameters())
         self.class_weights = w.to(device=p.device, dtype=p.dtype)

@@ -65,6 +65,7 @@ def test_errors_inside_constructors_are_unwrapped_from_hydra(tmp_path):
 
 
 def test_robust_resnet50_config_loads_a_torchvision_state_dict(tmp_path, images):
+    # Madry robust ResNet-50s are torchvision models; the config relies on their keys fitting timm resnet50.
     import torchvision
 
     torch.manual_seed(0)

@@ -13,7 +13,8 @@ NAMES = imagenet_class_names()
 def test_imagenet_names_are_the_1000_index_aligned_classes():
     assert len(NAMES) == 1000
     assert NAMES[0] == "tench" and NAMES[1] == "goldfish" and NAMES[277] == "red fox"
-    NAMES.append("x")  # callers get a copy, the cached list stays intact
+    mine = imagenet_class_names()
+    mine.append("x")  # callers get a copy, the cached list stays intact
     assert len(imagenet_class_names()) == 1000
 
 
