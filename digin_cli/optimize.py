@@ -22,7 +22,8 @@ import torch
 from digin_cli.generation.sampler import DDIMSampler, SamplerHooks
 from digin_cli.io.progress import track
 
-Objective = Callable[[torch.Tensor, bool], tuple[torch.Tensor, dict[str, float]]]
+Objective = Callable[..., tuple[torch.Tensor, dict[str, float]]]
+"""``objective(images, augment, latents)`` -> (loss, metrics); see :mod:`digin_cli.objectives`."""
 
 
 @dataclass
@@ -94,12 +95,13 @@ class DiginOptimizer:
     def __init__(self, sampler: DDIMSampler, settings: OptimSettings, hooks: SamplerHooks | None = None):
         self.sampler, self.settings, self.hooks = sampler, settings, hooks
 
-    def render(self, z_T: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None) -> list[torch.Tensor]:
-        """Images of the last k steps in [0, 1]; the last one is the decoded z_0, the iterate's image."""
+    def render(self, z_T: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None
+               ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Latents and images in [0, 1] of the last k steps; the last pair is z_0 and its image, the iterate's."""
         k = min(self.settings.loss_steps, self.sampler.num_steps)
         out = self.sampler.sample(z_T, cond, uncond, keep_last=k, hooks=self.hooks)
         latents = out.x0_predictions[:-1] + [out.latents]
-        return [self.sampler.decode(z) for z in latents]
+        return latents, [self.sampler.decode(z) for z in latents]
 
     def _variables(self, z_T, cond, uncond):
         s, T = self.settings, self.sampler.num_steps
@@ -133,9 +135,9 @@ class DiginOptimizer:
             train = it < s.steps and optimizer is not None
             with torch.set_grad_enabled(train):
                 c, u = cond + dc, (uncond + du if du is not None else uncond)
-                images = self.render(z, c, u)
+                latents, images = self.render(z, c, u)
             with torch.no_grad():
-                loss, metrics = objective(images[-1].detach(), False)
+                loss, metrics = objective(images[-1].detach(), False, latents[-1].detach())
             loss_value = float(loss)
             iterates.append(Iterate(it, images[-1].detach().cpu(), loss_value, metrics))
             if not math.isfinite(loss_value):
@@ -146,7 +148,7 @@ class DiginOptimizer:
                                "uncond": u.detach().clone() if u is not None else None}
             if not train:
                 continue
-            train_loss = sum(w * objective(img, True)[0] for w, img in zip(weights, images))
+            train_loss = sum(w * objective(img, True, lat)[0] for w, img, lat in zip(weights, images, latents))
             if not torch.isfinite(train_loss):
                 error = f"non-finite training loss at iterate {it}; kept the best iterate so far"
                 break

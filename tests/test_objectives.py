@@ -24,3 +24,43 @@ def test_augmented_loss_differs_from_plain_but_stays_close():
     augmented, _ = objective(images, augment=True)
     assert plain.item() != augmented.item()
     assert abs(plain.item() - augmented.item()) < 0.5
+
+
+def test_foreground_aware_distance_is_eq4_and_ignores_the_foreground():
+    from digin_cli.objectives import ForegroundAwareDistance
+
+    original = torch.rand(1, 3, 16, 16)
+    latent_original = torch.rand(1, 4, 2, 2)
+    px_mask = torch.zeros(1, 1, 16, 16)
+    px_mask[..., :8, :] = 1  # top half is the object
+    latent_mask = torch.zeros(1, 1, 2, 2)
+    latent_mask[..., :1, :] = 1
+    distance = ForegroundAwareDistance(original, latent_original, px_mask, latent_mask, w_vae=25, w_px=250)
+    changed = original.clone()
+    changed[..., :8, :] += 0.5  # change only the object
+    latents = latent_original.clone()
+    latents[..., :1, :] += 1.0
+    d, parts = distance(changed, latents)
+    assert d.item() == 0 and parts == {"d_vae": 0.0, "d_px": 0.0}
+    changed[..., 8:, :] += 0.1  # now the background moves too
+    latents[..., 1:, :] += 0.2
+    d, parts = distance(changed, latents)
+    expected_px = (0.1 ** 2) * 0.5  # half the pixels, mean over all
+    expected_vae = (0.2 ** 2) * 0.5
+    assert abs(parts["d_px"] - expected_px) < 1e-6 and abs(parts["d_vae"] - expected_vae) < 1e-6
+    assert abs(d.item() - (25 * expected_vae + 250 * expected_px)) < 1e-5
+
+
+def test_counterfactual_is_eq5():
+    from digin_cli.objectives import Counterfactual, ForegroundAwareDistance
+
+    f = TinyClassifier(seed=1)
+    original = torch.rand(1, 3, 64, 64)
+    distance = ForegroundAwareDistance(original, torch.zeros(1, 4, 8, 8), torch.zeros(1, 1, 64, 64),
+                                       torch.zeros(1, 1, 8, 8))
+    images = torch.rand(1, 3, 64, 64)
+    loss, metrics = Counterfactual(f, 5, distance, Cutouts(2), start=9)(images, False, torch.zeros(1, 4, 8, 8))
+    log_p = f(images).log_softmax(-1)[0, 5]
+    expected = 250 * ((images - original) ** 2).mean() - log_p
+    assert abs(loss.item() - expected.item()) < 1e-5
+    assert abs(metrics["p_start"] - f(images).softmax(-1)[0, 9].item()) < 1e-6

@@ -60,7 +60,7 @@ def test_non_finite_loss_stops_and_keeps_best(setup):
     sd, f, g, cond, null = setup
     calls = {"n": 0}
 
-    def objective(images, augment):
+    def objective(images, augment, latents=None):
         calls["n"] += 1
         value = images.mean()
         if not augment and calls["n"] > 3:
