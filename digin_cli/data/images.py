@@ -1,0 +1,265 @@
+"""Real images as inputs for visual counterfactuals: one file, a folder of files, or ImageNet's validation set.
+
+Every image goes through :func:`preprocess`, the DiG-IN authors' preparation for Stable Diffusion at 512 px scaled
+to any resolution ``R``: the shorter side is resized to ``round(R * 640 / 512)`` (640 for 512, 80 for 64) with
+bicubic interpolation, then the centre ``R x R`` is cropped. Exactly, for a ``w x h`` image with ``h <= w`` (and
+likewise transposed), as torchvision's ``Resize(s)`` + ``CenterCrop(R)`` do on a PIL image:
+
+- ``s = round(R * 640 / 512)``; new size ``(int(s * w / h), s)`` (the longer side is truncated, not rounded);
+- resampling is PIL's ``Image.resize(..., BICUBIC)``, which is antialiased (its kernel widens when shrinking);
+- the crop starts at ``top = int(round((s - R) / 2))``, ``left = int(round((int(s * w / h) - R) / 2))``;
+- the result is the crop's uint8 RGB values divided by 255, shaped ``(1, 3, R, R)``, float32 on the CPU.
+
+Before that every image becomes RGB: grayscale, CMYK and palette images by ``Image.convert("RGB")``; images with
+transparency (RGBA, LA, PA, palette with a transparent colour) are first composited over white, so transparent
+areas read as white rather than as whatever colour happens to be stored under them.
+
+:func:`load_inputs` decodes and preprocesses every selected image before it returns, so an unreadable file stops a
+job before it writes anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import operator
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image, UnidentifiedImageError
+from torchvision.transforms import InterpolationMode
+
+from digin_cli.errors import DiginError
+from digin_cli.io.writer import slug
+
+__all__ = ["IMAGE_EXTENSIONS", "InputImage", "load_inputs", "preprocess", "short_side"]
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".JPEG")
+IMAGENET_VAL = "imagenet_val"  # the `source` value that selects paths.imagenet_val
+_SET_IMAGENET = "set paths.imagenet_val=/path/to/imagenet/val (class subfolders)"
+
+# folder (resolved, as str) -> (sorted class folder names, sorted (file path, label) pairs). ImageNet val holds 50k
+# files: it is listed once per process, however many jobs or calls ask for it.
+_IMAGENET_LISTINGS: dict[str, tuple[tuple[str, ...], tuple[tuple[Path, int], ...]]] = {}
+
+
+@dataclass(eq=False)
+class InputImage:
+    """One preprocessed input image."""
+
+    image: torch.Tensor = field(repr=False)  # (1, 3, R, R) float32 in [0, 1], CPU
+    name: str  # filesystem-friendly id: the slugged file stem (made unique in a folder), or val_{index:05d}
+    path: Path
+    label: int | None = None  # ground-truth class index when known (ImageNet val)
+    index: int | None = None  # position in the ImageNet val listing (ImageNet val only)
+
+    @property
+    def content_hash(self) -> str:
+        """First 16 hex chars of the SHA-256 of the preprocessed image's uint8 bytes: a cache key for its content."""
+        pixels = (self.image.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).contiguous()
+        return hashlib.sha256(pixels.numpy().tobytes()).hexdigest()[:16]
+
+
+def short_side(resolution: int) -> int:
+    """Length the shorter side is resized to before the centre crop: ``round(resolution * 640 / 512)``."""
+    return round(resolution * 640 / 512)
+
+
+def _to_rgb(pil: Image.Image) -> Image.Image:
+    has_alpha = pil.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (pil.mode == "P" and "transparency" in pil.info)
+    if has_alpha:
+        rgba = pil.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return pil if pil.mode == "RGB" else pil.convert("RGB")
+
+
+def preprocess(pil: Image.Image, resolution: int) -> torch.Tensor:
+    """PIL image -> ``(1, 3, R, R)`` float tensor in [0, 1]: RGB, shorter side to ``short_side(R)``, centre crop.
+
+    See the module docstring for the exact sizes and offsets.
+    """
+    if int(resolution) != resolution or resolution < 1:
+        raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
+    resolution = int(resolution)
+    rgb = _to_rgb(pil)
+    resized = TF.resize(rgb, [short_side(resolution)], interpolation=InterpolationMode.BICUBIC, antialias=True)
+    cropped = TF.center_crop(resized, [resolution, resolution])
+    return (TF.pil_to_tensor(cropped).to(torch.float32) / 255.0).unsqueeze(0)
+
+
+# --- reading --------------------------------------------------------------------------------------------------
+
+
+def _is_image_name(name: str, extensions: Iterable[str]) -> bool:
+    """Not hidden and ending in one of ``extensions`` (compared case-insensitively: '.PNG' counts as '.png')."""
+    if name.startswith("."):
+        return False
+    suffix = os.path.splitext(name)[1].lower()
+    return bool(suffix) and suffix in {e.lower() for e in extensions}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _read(path: Path, resolution: int, fix: str) -> torch.Tensor:
+    """Decode ``path`` fully (so truncated files fail here, not later) and preprocess it."""
+    try:
+        with Image.open(path) as pil:
+            pil.load()
+            return preprocess(pil, resolution)
+    except UnidentifiedImageError:
+        reason = "not a recognised image format"
+    except Image.DecompressionBombError as e:
+        reason = _one_line(e)
+    except (OSError, SyntaxError, ValueError, EOFError) as e:  # truncated / damaged data, unreadable file
+        reason = _one_line(e) or type(e).__name__
+    raise DiginError(f"cannot read image {path} ({reason}) — {fix}")
+
+
+def _accepted(extensions: Sequence[str]) -> str:
+    return ", ".join(dict.fromkeys(e.lower() for e in extensions))
+
+
+def _unique_names(stems: Sequence[str]) -> list[str]:
+    """Slug each stem; a repeated slug ('a.png', 'a.jpg', 'A.png') gets '_2', '_3', ... in listing order."""
+    names: list[str] = []
+    taken: set[str] = set()
+    for stem in stems:
+        base = name = slug(stem)
+        k = 2
+        while name in taken:
+            name = f"{base}_{k}"
+            k += 1
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+def _from_file(path: Path, resolution: int, extensions: Sequence[str]) -> list[InputImage]:
+    if not _is_image_name(path.name, extensions):
+        raise DiginError(f"not an image file: {path} (accepted: {_accepted(extensions)}) — "
+                         f"pass task.images=<image file or folder of images>")
+    image = _read(path, resolution, fix="pass a valid image as task.images")
+    return [InputImage(image=image, name=_unique_names([path.stem])[0], path=path)]
+
+
+def _from_folder(folder: Path, resolution: int, extensions: Sequence[str]) -> list[InputImage]:
+    with os.scandir(folder) as entries:
+        files = sorted(e.name for e in entries if _is_image_name(e.name, extensions) and e.is_file())
+    if not files:
+        hint = ""
+        with os.scandir(folder) as entries:
+            if any(e.is_dir() and not e.name.startswith(".") for e in entries):
+                hint = f"; for an ImageNet-style folder of class subfolders set paths.imagenet_val={folder}"
+        raise DiginError(f"no images in {folder} (non-recursive; accepted: {_accepted(extensions)}) — "
+                         f"put images there or pass task.images=<image file or folder>{hint}")
+    paths = [folder / f for f in files]
+    fix = "remove or replace that file, or pass another task.images"
+    images = [_read(p, resolution, fix) for p in paths]  # all decoded before anything is returned
+    return [InputImage(image=im, name=name, path=p)
+            for im, name, p in zip(images, _unique_names([p.stem for p in paths]), paths)]
+
+
+def _imagenet_listing(folder: Path, extensions: Sequence[str]) -> tuple[tuple[str, ...], tuple[tuple[Path, int], ...]]:
+    """Sorted class folders and the (file, label) list in torchvision ``ImageFolder`` order, listed once per folder.
+
+    Labels are positions among the sorted class folders (for ImageNet's 1000 WordNet-id folders, the standard class
+    indices). Unlike ``ImageFolder`` it does not recurse into class folders and skips hidden files and folders.
+    """
+    key = str(folder.resolve())
+    listing = _IMAGENET_LISTINGS.get(key)
+    if listing is not None:
+        return listing
+    with os.scandir(folder) as entries:
+        classes = tuple(sorted(e.name for e in entries if e.is_dir() and not e.name.startswith(".")))
+    if not classes:
+        raise DiginError(f"{folder} has no class subfolders (ImageNet layout: one folder per WordNet id, e.g. "
+                         f"n01440764/ILSVRC2012_val_00000293.JPEG) — sort the val images into class folders and "
+                         f"{_SET_IMAGENET}")
+    items: list[tuple[Path, int]] = []
+    for label, wnid in enumerate(classes):
+        with os.scandir(folder / wnid) as entries:
+            names = sorted(e.name for e in entries if _is_image_name(e.name, extensions) and e.is_file())
+        items.extend((folder / wnid / n, label) for n in names)
+    if not items:
+        raise DiginError(f"no images in the {len(classes)} class folders of {folder} (accepted: "
+                         f"{_accepted(extensions)}) — {_SET_IMAGENET}")
+    listing = (classes, tuple(items))
+    _IMAGENET_LISTINGS[key] = listing
+    return listing
+
+
+def _select(indices: Iterable[int], n: int, folder: Path) -> list[int]:
+    chosen: list[int] = []
+    for raw in indices:
+        try:
+            i = operator.index(raw)
+        except TypeError:
+            raise DiginError(f"image index {raw!r} is not an integer — pass task.indices=[0,1,...]") from None
+        if not 0 <= i < n:
+            raise DiginError(f"index {i} out of range: {folder} holds {n} images (0..{n - 1}) — "
+                             f"pick task.indices within 0..{n - 1}")
+        if i not in chosen:  # a repeated index would write the same item twice
+            chosen.append(i)
+    return chosen
+
+
+def _from_imagenet(folder: Path, resolution: int, indices: Iterable[int] | None,
+                   class_names: Sequence[str] | None, extensions: Sequence[str]) -> list[InputImage]:
+    classes, items = _imagenet_listing(folder, extensions)
+    if class_names is not None and len(class_names) != len(classes):
+        raise DiginError(f"{folder} has {len(classes)} class folders but the classifier has {len(class_names)} "
+                         f"classes, so folder positions are not its labels — {_SET_IMAGENET} with one folder per "
+                         f"class")
+    if indices is None:
+        gib = len(items) * 3 * resolution * resolution * 4 / 2**30
+        log.warning("no indices given: loading all %d images of %s (about %.1f GiB in memory at %d px); "
+                    "pass task.indices=[...] to pick some", len(items), folder, gib, resolution)
+        chosen = list(range(len(items)))
+    else:
+        chosen = _select(indices, len(items), folder)
+    fix = f"remove or replace that file in {folder}, or pick other task.indices"
+    images = [_read(items[i][0], resolution, fix) for i in chosen]  # all decoded before anything is returned
+    return [InputImage(image=im, name=f"val_{i:05d}", path=items[i][0], label=items[i][1], index=i)
+            for im, i in zip(images, chosen)]
+
+
+def load_inputs(source: str | os.PathLike | None, resolution: int, imagenet_val: str | os.PathLike | None = None,
+                indices: Iterable[int] | None = None, class_names: Sequence[str] | None = None,
+                extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[InputImage]:
+    """Load and preprocess the input images a task works on.
+
+    - ``source`` an image file: that image (label None);
+    - ``source`` a folder: its images (non-recursive, sorted by name, hidden files and other extensions skipped);
+    - ``source`` None or ``"imagenet_val"``: the images at ``indices`` of the ImageNet-layout folder
+      ``imagenet_val`` (``ImageFolder`` order, labels = class folder positions; ``indices=None`` loads all, with a
+      warning). If ``class_names`` is given, the folder must hold exactly that many class folders.
+
+    ``indices`` applies to the ImageNet mode only (a warning says it is ignored otherwise). Extensions match
+    case-insensitively. Every selected image is decoded before this returns; problems raise :class:`DiginError`.
+    """
+    if source is not None and str(source) not in ("", IMAGENET_VAL):
+        path = Path(os.path.expanduser(str(source)))
+        if indices is not None:
+            log.warning("task.indices applies to paths.imagenet_val only; ignored for task.images=%s", path)
+        if path.is_dir():
+            return _from_folder(path, resolution, extensions)
+        if path.is_file():
+            return _from_file(path, resolution, extensions)
+        raise DiginError(f"image not found: {path} — pass task.images=<file or folder>")
+    if imagenet_val is None or str(imagenet_val) == "":
+        if source is None or str(source) == "":
+            raise DiginError(f"no input images given — pass task.images=<file or folder>, or {_SET_IMAGENET}")
+        raise DiginError(f"task.images=imagenet_val but paths.imagenet_val is unset — {_SET_IMAGENET}")
+    folder = Path(os.path.expanduser(str(imagenet_val)))
+    if not folder.is_dir():
+        raise DiginError(f"ImageNet val folder not found: {folder} — {_SET_IMAGENET}")
+    return _from_imagenet(folder, resolution, indices, class_names, extensions)
