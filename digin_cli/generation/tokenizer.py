@@ -67,9 +67,9 @@ def tokenizer_files(cache_dir: str | os.PathLike | None = None) -> Path:
 def clip_tokenizer(cache_dir: str | None = None) -> CLIPTokenizer:
     """SD 1.x's tokenizer (max length 77, pad = end-of-text), built without the hub."""
     folder = tokenizer_files(cache_dir)
-    return CLIPTokenizer(
-        vocab_file=str(folder / "vocab.json"),
-        merges_file=str(folder / "merges.txt"),
-        pad_token=_EOT,
-        model_max_length=77,
-    )
+    # from_pretrained on the folder, not the constructor: transformers 5 ignores ``vocab_file=`` / ``merges_file=``
+    # keyword arguments and would silently build a two-token vocabulary.
+    tokenizer = CLIPTokenizer.from_pretrained(str(folder), pad_token=_EOT, model_max_length=77)
+    if tokenizer("a red fox").input_ids[:5] != [49406, 320, 736, 3240, 49407]:
+        raise RuntimeError(f"the CLIP tokenizer built from {folder} does not reproduce CLIP's token ids")
+    return tokenizer
