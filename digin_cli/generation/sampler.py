@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from diffusers import DDIMScheduler
 from torch.utils.checkpoint import checkpoint
 
 from digin_cli.generation.models import StableDiffusion
@@ -61,7 +62,9 @@ class DDIMSampler:
     def __init__(self, sd: StableDiffusion, checkpointing: bool = True):
         self.sd = sd
         self.checkpointing = checkpointing
-        self.scheduler = sd.scheduler
+        # A private scheduler: DDIMScheduler.step reads the step count from the scheduler's state, so samplers with
+        # different T sharing the pipeline's scheduler would silently corrupt each other.
+        self.scheduler = DDIMScheduler.from_config(sd.scheduler.config)
         self.scheduler.set_timesteps(sd.num_steps, device=sd.device)
         self.timesteps = self.scheduler.timesteps
 
