@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export HF_HUB_DISABLE_TELEMETRY = 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev demo test test-fast bench clean-outputs clean
+.PHONY: help install dev demo test test-fast bench bench-vce fig6 fig8 clean-outputs clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -37,6 +37,15 @@ test-fast: $(VENV)/.dev-installed ## the test suite without the end-to-end CLI r
 
 bench: $(VENV)/.installed ## time / memory of one optimisation step vs T (tiny on CPU; sd15_random on GPU if present)
 	$(BIN)/python scripts/bench_step.py
+
+bench-vce: $(VENV)/.installed ## seconds for inversion and for one counterfactual (tiny on CPU; sd15_random on GPU)
+	$(BIN)/python scripts/bench_vce.py
+
+fig6: $(VENV)/.installed ## paper Fig. 6, ImageNet UVCEs (needs IMAGENET_VAL=/path/to/val and real weights, GPU)
+	$(BIN)/digin experiment=fig6 $(ARGS)
+
+fig8: $(VENV)/.installed ## paper Fig. 8, zero-shot CLIP viaduct UVCEs (needs IMAGENET_VAL=/path/to/val, weights, GPU)
+	$(BIN)/digin experiment=fig8 $(ARGS)
 
 clean-outputs: ## delete run outputs
 	rm -rf outputs

@@ -12,8 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from digin_cli.errors import DiginError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-GROUPS = ("task", "generator", "classifier", "classifier2", "optimizer", "segmentation", "logger", "experiment",
-          "paths")
+GROUPS = ("task", "generator", "classifier", "classifier2", "optimizer", "segmentation", "captioner", "logger",
+          "experiment", "paths")
 
 
 def register() -> None:

@@ -263,3 +263,19 @@ def load_inputs(source: str | os.PathLike | None, resolution: int, imagenet_val:
     if not folder.is_dir():
         raise DiginError(f"ImageNet val folder not found: {folder} — {_SET_IMAGENET}")
     return _from_imagenet(folder, resolution, indices, class_names, extensions)
+
+
+def imagenet_indices_of_classes(imagenet_val: str | os.PathLike | None, labels: Iterable[int], per_class: int,
+                                extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[int]:
+    """Indices of the first ``per_class`` images of each class in ``labels`` (ImageNet-layout folder order)."""
+    if imagenet_val is None or str(imagenet_val) == "":
+        raise DiginError(f"selecting images by class needs the ImageNet validation folder — {_SET_IMAGENET}")
+    folder = Path(os.path.expanduser(str(imagenet_val)))
+    if not folder.is_dir():
+        raise DiginError(f"ImageNet validation folder not found: {folder} — {_SET_IMAGENET}")
+    wanted, taken, chosen = set(labels), {}, []
+    for i, (_, label) in enumerate(_imagenet_listing(folder, extensions)[1]):
+        if label in wanted and taken.get(label, 0) < per_class:
+            chosen.append(i)
+            taken[label] = taken.get(label, 0) + 1
+    return chosen

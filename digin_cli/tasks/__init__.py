@@ -6,7 +6,7 @@ from importlib import import_module
 
 from digin_cli.errors import DiginError, suggest
 
-TASKS = ("sample", "disagreement")
+TASKS = ("sample", "disagreement", "vce")
 
 
 def get_task(name: str):

@@ -1,0 +1,547 @@
+"""Captions for visual counterfactuals.
+
+A counterfactual is generated from a caption of the start image, and the caption must contain the start class's
+words: prompt-to-prompt swaps exactly those words for the target class. Following the official code, every caption
+therefore starts with a template filled with the start class, ``"an image of a {class}"``, and a captioning model
+(if any) only adds the rest of the description.
+
+- ``captioner=none`` (default): :class:`TemplateCaptioner`, the filled template and nothing else.
+- ``captioner=hf``: :class:`HFCaptioner`, any transformers image-to-text model (BLIP, BLIP-2, GIT,
+  VisionEncoderDecoder) loaded through ``AutoModelForImageTextToText``. Where the model takes a text prompt it is
+  prompted with the filled template so that it *continues* it; whatever it returns is forced to start with the
+  template (:func:`force_prefix`) and cut to fit SD's 77-token window (:func:`fit_clip_tokens`). Captions are cached
+  on disk per model (``<cache_dir>/captions/<model-slug>.json``), so a second run or another sweep job never
+  recomputes one, and the model is loaded only on the first cache miss.
+
+``build_captioner(cfg.captioner, cache_dir, device)`` builds either from its config node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from digin_cli.errors import DiginError
+from digin_cli.io.atomic import atomic_write_json, tensor_to_pil
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TEMPLATE = "an image of a {}"
+#: CLIP tokens a caption may use (without start/end tokens): SD's window is 77 including both, so 60 leaves room
+#: for a few extra words (e.g. prompt-to-prompt edits) without silent truncation by the text encoder.
+DEFAULT_MAX_TOKENS = 60
+#: Bumped whenever the post-processing below changes what is stored, so stale cache entries are not served.
+_CACHE_VERSION = 1
+_FIX = "use captioner=none (template-only captions)"
+
+_ARTICLES = ("a", "an", "the")
+# Generic caption openers a model may start with that would duplicate the template ("a photo of ...").
+_OPENER = re.compile(
+    r"^(?:(?:there|here)\s+(?:is|are)\s+|this\s+is\s+|it\s+is\s+)?"
+    r"(?:(?:(?:an?|the)\s+)?(?:close-?up\s+|black\s+and\s+white\s+|colou?r\s+)?"
+    r"(?:image|photo|photograph|picture|pic|painting|drawing|view|shot)\s+of\s+)?",
+    re.IGNORECASE,
+)
+
+
+# --------------------------------------------------------------------------------------------------- text helpers
+def normalize_space(text: str) -> str:
+    """Strip and collapse every whitespace run (newlines, tabs, repeated spaces) to one space."""
+    return " ".join(str(text).split())
+
+
+def check_template(template: str) -> str:
+    """Return ``template`` if it holds exactly one ``{}`` (where the class name goes); otherwise a DiginError."""
+    template = str(template)
+    if template.count("{}") != 1:
+        raise DiginError(f"captioner.template must contain '{{}}' exactly once (where the class name goes), got "
+                         f"{template!r} — e.g. captioner.template='an image of a {{}}'")
+    return template
+
+
+def fill_template(template: str, start_class: str) -> str:
+    """The template with the class name in place of ``{}``, whitespace normalised (no ``str.format``: a template
+    may contain other braces)."""
+    return normalize_space(check_template(template).replace("{}", normalize_space(start_class), 1))
+
+
+def _starts_with(text: str, head: str) -> bool:
+    """``text`` starts with ``head`` (case-insensitive) and ``head`` ends at a word boundary of ``text``."""
+    if not head or not text.lower().startswith(head.lower()):
+        return False
+    return len(text) == len(head) or not text[len(head)].isalnum()
+
+
+def _drop_article(words: str) -> str:
+    """``'an image of a'`` -> ``'an image of'`` (the article belongs to the caption's own noun phrase)."""
+    parts = words.split(" ")
+    return " ".join(parts[:-1]) if parts[-1].lower() in _ARTICLES else words
+
+
+def _join(prefix: str, rest: str, sep: str = " ") -> str:
+    rest = rest.strip()
+    if not rest:
+        return prefix
+    if rest[0] in ",.;:!?":
+        return prefix + rest
+    return prefix + sep + rest
+
+
+def force_prefix(text: str, template: str, start_class: str) -> str:
+    """Make a generated caption start with the filled template ``prefix = template.replace('{}', start_class)``.
+
+    Rules, in order (whitespace is collapsed first; matching is case-insensitive and only at word boundaries; the
+    prefix keeps its own spelling, so the class words are exactly the ones prompt-to-prompt will swap):
+
+    1. empty text -> ``prefix``.
+    2. text already starts with the prefix -> ``prefix + rest``
+       (``"An image of a RED FOX sitting"`` -> ``"an image of a red fox sitting"``).
+    3. otherwise the text is a caption of its own. A leading opener that would duplicate the template is dropped:
+       the template's words before ``{}`` less a final article (``"an image of"``) or a generic one
+       (``"a photo of"``, ``"a picture of"``, ``"there is"``, ``"this is"``, ...). Then
+       a. if what is left starts with the class name (after an optional article) it continues the prefix:
+          ``"a photo of a red fox in the snow"`` -> ``"an image of a red fox in the snow"``;
+       b. else it is appended after a comma:
+          ``"a dog on grass"`` -> ``"an image of a red fox, a dog on grass"``,
+          ``"an image of a dog on grass"`` -> ``"an image of a red fox, a dog on grass"``.
+    """
+    prefix = fill_template(template, start_class)
+    text = normalize_space(text)
+    if not text:
+        return prefix
+    if _starts_with(text, prefix):
+        return _join(prefix, text[len(prefix):])
+    rest = text
+    lead = _drop_article(normalize_space(template.split("{}", 1)[0]))
+    if lead and _starts_with(rest, lead):
+        rest = rest[len(lead):].lstrip()
+    else:
+        rest = rest[_OPENER.match(rest).end():]
+    name = normalize_space(start_class)
+    body = rest
+    first, _, after = rest.partition(" ")
+    if first.lower() in _ARTICLES and after:
+        body = after
+    if _starts_with(body, name):
+        return _join(prefix, body[len(name):])
+    return _join(prefix, rest, sep=", ")
+
+
+def join_continuation(prefix: str, continuation: str) -> str:
+    """``prefix`` followed by text a model generated *after* it (a prompted caption's new part).
+
+    If the continuation begins inside a word (no space, e.g. a WordPiece ``##es`` making ``fox`` -> ``foxes``), that
+    fragment is dropped so the class words stay intact.
+    """
+    continuation = continuation.replace("\n", " ")
+    if continuation[:1].isalnum():
+        continuation = continuation.partition(" ")[2]
+    return _join(prefix, normalize_space(continuation))
+
+
+def fit_clip_tokens(caption: str, prefix: str = "", max_tokens: int = DEFAULT_MAX_TOKENS, tokenizer=None) -> str:
+    """Cut ``caption`` at a word boundary so it has at most ``max_tokens`` CLIP tokens (start/end not counted).
+
+    Words are removed from the end, never from ``prefix`` (the class words must survive); trailing punctuation left
+    by the cut is stripped. ``tokenizer`` defaults to SD's CLIP tokenizer.
+    """
+    if tokenizer is None:
+        from digin_cli.generation.tokenizer import clip_tokenizer
+
+        tokenizer = clip_tokenizer()
+
+    def count(s: str) -> int:
+        return len(tokenizer(s, add_special_tokens=False)["input_ids"])
+
+    caption = normalize_space(caption)
+    if count(caption) <= max_tokens:
+        return caption
+    keep = len(normalize_space(prefix).split(" ")) if prefix else 0
+    words = caption.split(" ")
+    lo, hi = keep, len(words)  # largest n in [keep, len) with count(words[:n]) <= max_tokens (monotone in n)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count(" ".join(words[:mid])) <= max_tokens:
+            lo = mid
+        else:
+            hi = mid - 1
+    cut = " ".join(words[:max(lo, keep)]).rstrip(" ,;:-")
+    return cut or caption
+
+
+def image_hash(image: torch.Tensor) -> str:
+    """sha256 of an image tensor's float32 values and shape: the cache key of an image with no given key."""
+    x = image.detach().to("cpu", torch.float32).contiguous()
+    digest = hashlib.sha256(str(tuple(x.shape)).encode())
+    digest.update(x.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def model_slug(model: str) -> str:
+    """A file-name-safe name for a model: hub ids as ``owner--name``; local folders as ``<folder name>-<hash of the
+    absolute path>`` (two folders with the same name do not share a cache)."""
+    model = str(model)
+    path = Path(os.path.expanduser(model))
+    if path.is_dir():
+        resolved = str(path.resolve())
+        base = re.sub(r"[^A-Za-z0-9._-]+", "-", path.resolve().name) or "model"
+        return f"{base}-{hashlib.sha256(resolved.encode()).hexdigest()[:10]}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", model.replace("/", "--")).strip("-") or "model"
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "0").strip().lower() not in ("", "0", "false", "no", "off")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+# ------------------------------------------------------------------------------------------------------ captioners
+class Captioner(ABC):
+    """Turns an image of the start class into a caption that starts with the filled template.
+
+    ``caption(image, start_class, key=None)``: ``image`` is ``(1,3,H,W)`` (or ``(3,H,W)``) in ``[0,1]``;
+    ``start_class`` the class name as written in prompts; ``key`` an optional content hash of the image used for
+    caching (computed from the tensor when None). The result always starts with ``prefix(start_class)``.
+    """
+
+    name: str = "captioner"
+
+    def __init__(self, template: str = DEFAULT_TEMPLATE):
+        self.template = check_template(template)
+
+    def prefix(self, start_class: str) -> str:
+        return fill_template(self.template, start_class)
+
+    @abstractmethod
+    def caption(self, image: torch.Tensor, start_class: str, key: str | None = None) -> str: ...
+
+
+class TemplateCaptioner(Captioner):
+    """``captioner=none``: the template filled with the start class (``"an image of a red fox"``); no model."""
+
+    def __init__(self, template: str = DEFAULT_TEMPLATE, name: str = "none", **_ignored: Any):
+        super().__init__(template)
+        self.name = name
+
+    def caption(self, image: torch.Tensor, start_class: str, key: str | None = None) -> str:
+        return self.prefix(start_class)
+
+    def __repr__(self) -> str:
+        return f"TemplateCaptioner(template={self.template!r})"
+
+
+# Model types whose captioning can be prompted with text, and how (see HFCaptioner._inputs).
+_PROMPTABLE = ("blip", "blip-2", "git", "vision-encoder-decoder")
+
+
+class HFCaptioner(Captioner):
+    """``captioner=hf``: a transformers image-to-text model, prompted with the filled template where possible.
+
+    Args:
+        model: hub id (e.g. ``Salesforce/blip-image-captioning-large``) or a local folder written by
+            ``save_pretrained`` (model + processor, or image processor + tokenizer).
+        template: the caption's forced start; ``{}`` is the start class.
+        max_new_tokens, num_beams: generation settings (the official code: 20 and 3); decoding is deterministic
+            (beam search, no sampling).
+        max_tokens: the CLIP-token budget of a final caption (:func:`fit_clip_tokens`).
+        condition: prompt the model with the filled template where the model takes a text prompt (BLIP, BLIP-2,
+            GIT, VisionEncoderDecoder); other models caption unprompted and the template is forced afterwards.
+        cache_dir: digin's cache root; captions go to ``<cache_dir>/captions/<model-slug>.json``. None: ``$DIGIN_CACHE``
+            or ``~/.cache/digin``.
+        device: where the model runs (default cpu).
+
+    The model id is checked when the captioner is built (a missing / offline model fails fast with a DiginError);
+    the weights are loaded once, on the first caption that is not in the cache.
+
+    Cache: one JSON object per model, ``"<image key>|<start class>|<settings>" -> caption``, where ``<settings>``
+    is a short hash of template, generation settings and post-processing version, so changing any of them never
+    serves an old caption. Writes re-read the file under a file lock and replace it atomically, so concurrent sweep
+    jobs merge their entries. A local folder whose weights change in place keeps its (stale) cache: delete the file.
+    """
+
+    def __init__(self, model: str, template: str = DEFAULT_TEMPLATE, max_new_tokens: int = 20, num_beams: int = 3,
+                 cache_dir: str | os.PathLike | None = None, device: str | torch.device | None = None,
+                 max_tokens: int = DEFAULT_MAX_TOKENS, condition: bool = True, name: str = "hf"):
+        super().__init__(template)
+        if not model:
+            raise DiginError(f"captioner.model is empty — set it to an image-to-text model id or folder, or {_FIX}")
+        if int(max_new_tokens) < 1 or int(num_beams) < 1:
+            raise DiginError(f"captioner.max_new_tokens and captioner.num_beams must be >= 1, got {max_new_tokens} "
+                             f"and {num_beams}")
+        if int(max_tokens) < 8 or int(max_tokens) > 75:
+            raise DiginError(f"captioner.max_tokens must be in [8, 75] (SD's window is 77 with start/end), "
+                             f"got {max_tokens}")
+        self.name = name
+        self.model_id = str(model)
+        self.max_new_tokens = int(max_new_tokens)
+        self.num_beams = int(num_beams)
+        self.max_tokens = int(max_tokens)
+        self.condition = bool(condition)
+        self.device = torch.device(device if device is not None else "cpu")
+        root = Path(os.path.expanduser(str(cache_dir or os.environ.get("DIGIN_CACHE",
+                                                                        Path.home() / ".cache" / "digin"))))
+        self.cache_root = root
+        self.cache_path = root / "captions" / f"{model_slug(self.model_id)}.json"
+        self.model_type = self._check_model()
+        settings = {"v": _CACHE_VERSION, "template": self.template, "max_new_tokens": self.max_new_tokens,
+                    "num_beams": self.num_beams, "max_tokens": self.max_tokens,
+                    "condition": self.condition and self.model_type in _PROMPTABLE}
+        self._settings = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+        self._cache: dict[str, str] | None = None
+        self._model = None
+        self._processor = None  # a ProcessorMixin when the folder has one, else None
+        self._image_processor = None
+        self._tokenizer = None
+        self.generate_calls = 0  # how many captions were actually computed (not served from the cache)
+
+    def __repr__(self) -> str:
+        return f"HFCaptioner(model={self.model_id!r}, template={self.template!r})"
+
+    # ------------------------------------------------------------------------------------------------ loading
+    def _load_error(self, err: BaseException) -> DiginError:
+        if os.path.isdir(os.path.expanduser(self.model_id)):
+            first = str(err).splitlines()[0] if str(err) else ""
+            return DiginError(f"cannot load an image-to-text captioner from folder '{self.model_id}' "
+                              f"({type(err).__name__}: {first}) — point captioner.model= at a folder written by "
+                              f"save_pretrained of the model and its processor, or {_FIX}")
+        why = ("HF_HUB_OFFLINE is set" if _offline()
+               else "the hub could not be reached (check HF_HUB_OFFLINE / network)")
+        return DiginError(f"cannot load captioner '{self.model_id}': not in the local Hugging Face cache and {why} — "
+                          "download it once with network access (HF_HUB_OFFLINE=0), set "
+                          f"captioner.model=/path/to/a/local/folder, or {_FIX}")
+
+    def _check_model(self) -> str:
+        """Resolve the model's config (cheap, local when cached) and check it is an image-to-text model."""
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(self.model_id)
+        except (OSError, ValueError) as err:  # missing files, offline hub, malformed repo id
+            raise self._load_error(err) from None
+        model_type = str(getattr(config, "model_type", "") or "")
+        supported = _image_to_text_types()
+        if supported and model_type not in supported:
+            raise DiginError(f"captioner.model '{self.model_id}' is a '{model_type}' model, not an image-to-text "
+                             "model (e.g. Salesforce/blip-image-captioning-large, microsoft/git-base-coco) — "
+                             f"set captioner.model= to one, or {_FIX}")
+        return model_type
+
+    def _load(self) -> None:
+        """Load model and processor once."""
+        if self._model is not None:
+            return
+        import transformers
+        from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer, ProcessorMixin
+
+        auto_classes = [getattr(transformers, n) for n in ("AutoModelForImageTextToText", "AutoModelForVision2Seq")
+                        if hasattr(transformers, n)]
+        model = None
+        try:
+            for i, auto in enumerate(auto_classes):
+                try:
+                    model = auto.from_pretrained(self.model_id)
+                    break
+                except ValueError:  # type not in this auto class's mapping (older transformers) -> the next one
+                    if i == len(auto_classes) - 1:
+                        raise
+            processor = None
+            try:
+                processor = AutoProcessor.from_pretrained(self.model_id)
+            except (OSError, ValueError, TypeError, KeyError):
+                processor = None
+            if isinstance(processor, ProcessorMixin) and getattr(processor, "tokenizer", None) is not None \
+                    and getattr(processor, "image_processor", None) is not None:
+                self._processor = processor
+                self._image_processor, self._tokenizer = processor.image_processor, processor.tokenizer
+            else:
+                # No processor pairing the two (e.g. a ViT image processor with a CLIP tokenizer): AutoProcessor
+                # returns the tokenizer alone or fails, so load the parts separately.
+                self._image_processor = AutoImageProcessor.from_pretrained(self.model_id)
+                self._tokenizer = AutoTokenizer.from_pretrained(self.model_id)
+        except (OSError, ValueError) as err:
+            raise self._load_error(err) from None
+        self._model = model.to(self.device, torch.float32).eval()  # fp32 whatever the checkpoint's dtype
+        gen = getattr(self._model, "generation_config", None)
+        if gen is not None and gen.pad_token_id is None:  # set once (not per call: BLIP passes its own pad id)
+            pad = getattr(self._tokenizer, "pad_token_id", None)
+            gen.pad_token_id = pad if pad is not None else getattr(self._tokenizer, "eos_token_id", None)
+        log.info("captioner %s loaded on %s", self.model_id, self.device)
+
+    def unload(self) -> None:
+        """Free the model (e.g. before the generator needs the GPU); it is reloaded on the next cache miss."""
+        self._model = self._processor = self._image_processor = self._tokenizer = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # -------------------------------------------------------------------------------------------------- cache
+    def _cache_key(self, key: str, start_class: str) -> str:
+        return f"{key}|{normalize_space(start_class)}|{self._settings}"
+
+    def _read_cache_file(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.cache_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as err:
+            log.warning("caption cache %s is unreadable (%s); starting it afresh", self.cache_path, err)
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def _lock(self):
+        from filelock import FileLock
+
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.cache_path) + ".lock", timeout=300)
+
+    def _store(self, ckey: str, caption: str) -> None:
+        from filelock import Timeout
+
+        try:
+            with self._lock():
+                data = self._read_cache_file()  # entries other jobs wrote since we last read
+                data[ckey] = caption
+                atomic_write_json(self.cache_path, data)
+        except Timeout:
+            raise DiginError(f"caption cache lock {self.cache_path}.lock is held for more than 5 minutes — if no "
+                             "other digin job is running, delete the .lock file") from None
+        self._cache = data
+
+    def cached(self, key: str, start_class: str) -> str | None:
+        """The cached caption for an image key and class, or None."""
+        if self._cache is None:
+            self._cache = self._read_cache_file()
+        ckey = self._cache_key(key, start_class)
+        if ckey not in self._cache:  # another job may have written it since we read the file
+            self._cache = self._read_cache_file()
+        return self._cache.get(ckey)
+
+    # ---------------------------------------------------------------------------------------------- captioning
+    def caption(self, image: torch.Tensor, start_class: str, key: str | None = None) -> str:
+        key = key or image_hash(image)
+        hit = self.cached(key, start_class)
+        if hit is not None:
+            return hit
+        caption = self.generate(image, start_class)
+        self._store(self._cache_key(key, start_class), caption)
+        return caption
+
+    def generate(self, image: torch.Tensor, start_class: str) -> str:
+        """Compute a caption (no cache): generate, force the template prefix, fit the CLIP budget."""
+        self._load()
+        prefix = self.prefix(start_class)
+        inputs, prompt_ids = self._inputs(tensor_to_pil(image).convert("RGB"), prefix)
+        kwargs = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams, "do_sample": False}
+        with torch.inference_mode():
+            out = self._model.generate(**inputs, **kwargs)
+        self.generate_calls += 1
+        ids = out.sequences if hasattr(out, "sequences") else out
+        text = self._tokenizer.decode(ids[0], skip_special_tokens=True)
+        caption = None
+        if prompt_ids is not None:
+            prompt_text = normalize_space(self._tokenizer.decode(prompt_ids, skip_special_tokens=True))
+            full = normalize_space(text)
+            if prompt_text and full.lower().startswith(prompt_text.lower()):
+                # The model continued the prompt: keep the template's own spelling, add only what it generated.
+                caption = join_continuation(prefix, full[len(prompt_text):])
+        if caption is None:
+            caption = force_prefix(text, self.template, start_class)
+        from digin_cli.generation.tokenizer import clip_tokenizer
+
+        return fit_clip_tokens(caption, prefix, self.max_tokens, clip_tokenizer())
+
+    def _inputs(self, pil, prefix: str) -> tuple[dict[str, torch.Tensor], list[int] | None]:
+        """Model inputs for one image, and the prompt's token ids (None when the model is not prompted)."""
+        mt, tok = self.model_type, self._tokenizer
+        prompt = self.condition and mt in _PROMPTABLE and (self._processor is not None or mt not in ("blip", "blip-2"))
+        if prompt and mt in ("blip", "blip-2") and self._processor is not None:
+            enc = self._processor(images=pil, text=prefix, return_tensors="pt")
+            inputs = {k: v.to(self.device) for k, v in enc.items()}
+            ids = enc["input_ids"][0].tolist()
+            return inputs, ids
+        if self._processor is not None:
+            enc = self._processor(images=pil, return_tensors="pt")
+            pixel_values = enc["pixel_values"]
+        else:
+            pixel_values = self._image_processor(images=pil, return_tensors="pt")["pixel_values"]
+        inputs = {"pixel_values": pixel_values.to(self.device, torch.float32)}
+        if not prompt:
+            return inputs, None
+        ids = tok(prefix, add_special_tokens=False)["input_ids"]
+        if mt == "git":  # GIT: [CLS] + prompt, without the trailing [SEP] the tokenizer would add
+            ids = [tok.cls_token_id] + ids
+            inputs["input_ids"] = torch.tensor([ids], device=self.device)
+        else:  # vision-encoder-decoder: the decoder starts from its start token followed by the prompt
+            cfg = self._model.config
+            start = getattr(self._model.generation_config, "decoder_start_token_id", None)
+            start = start if start is not None else getattr(cfg, "decoder_start_token_id", None)
+            if start is None:
+                start = tok.bos_token_id
+            ids = [start] + ids
+            inputs["decoder_input_ids"] = torch.tensor([ids], device=self.device)
+        return inputs, ids
+
+
+def _image_to_text_types() -> set[str]:
+    """Model types the image-to-text auto classes can load (empty if this transformers hides the mappings)."""
+    types: set[str] = set()
+    try:
+        from transformers.models.auto import modeling_auto as ma
+    except ImportError:
+        return types
+    for name in ("MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES", "MODEL_FOR_VISION_2_SEQ_MAPPING_NAMES"):
+        types.update(getattr(ma, name, {}) or {})
+    return types
+
+
+# -------------------------------------------------------------------------------------------------------- builder
+def _digin_cause(err: BaseException | None) -> DiginError | None:
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, DiginError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def build_captioner(cfg, cache_dir: str | os.PathLike | None = None,
+                    device: str | torch.device | None = None) -> Captioner:
+    """Build the captioner a ``conf/captioner`` node describes.
+
+    ``cfg`` None, ``name: none`` or no ``_target_`` -> :class:`TemplateCaptioner` (with ``cfg.template`` if set).
+    Otherwise ``hydra.utils.instantiate`` with ``cache_dir`` / ``device`` passed in; a DiginError raised while
+    constructing is re-raised as is, without Hydra's wrapper.
+    """
+    get = (lambda k, d=None: cfg.get(k, d)) if cfg is not None else (lambda k, d=None: d)
+    if cfg is None or get("name") == "none" or not get("_target_"):
+        return TemplateCaptioner(template=get("template") or DEFAULT_TEMPLATE, name=get("name") or "none")
+
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    overrides: dict[str, Any] = {}
+    if cache_dir is not None:
+        overrides["cache_dir"] = str(cache_dir)
+    if device is not None:
+        overrides["device"] = str(device)
+    try:
+        captioner = instantiate(cfg, _convert_="all", **overrides)
+    except InstantiationException as err:
+        cause = _digin_cause(err)
+        if cause is not None:
+            raise cause from None
+        raise
+    if not isinstance(captioner, Captioner):
+        raise TypeError(f"{get('_target_')} built {type(captioner).__name__}, not a digin Captioner")
+    return captioner
+
+
+__all__ = ["Captioner", "TemplateCaptioner", "HFCaptioner", "build_captioner", "force_prefix", "join_continuation",
+           "fit_clip_tokens", "fill_template", "image_hash", "model_slug", "DEFAULT_TEMPLATE", "DEFAULT_MAX_TOKENS"]

@@ -1,0 +1,214 @@
+"""Universal visual counterfactual explanations (DiG-IN Sec. 5, Eq. 4-5) for any classifier.
+
+Per (image, target class): caption the image ("an image of a <start class> ..."), invert it, swap the start-class
+words for the target's, and optimise z_T and per-step deltas to minimise the foreground-aware distance to the
+original minus log p_f(target) (:class:`digin_cli.objectives.Counterfactual`). The editing machinery is shared in
+:mod:`digin_cli.counterfactual`; this file states what is particular to counterfactuals: which images, which start
+and target classes, and the counterfactual metrics and pictures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from digin_cli.captioning import build_captioner
+from digin_cli.classifiers import Classifier, resolve_class
+from digin_cli.context import RunContext
+from digin_cli.counterfactual import RealImageEditor
+from digin_cli.data import InputImage, load_inputs
+from digin_cli.data.images import imagenet_indices_of_classes
+from digin_cli.errors import DiginError
+from digin_cli.generation.inversion import InversionCache
+from digin_cli.objectives import Counterfactual, ForegroundAwareDistance
+from digin_cli.segmentation import build_segmenter
+from digin_cli.tasks.common import finish, run_items, save_optimisation
+
+STRATEGIES = ("second_most_likely", "nearest_text", "true_label")
+
+
+def select_images(ctx: RunContext, f: Classifier) -> list[InputImage]:
+    """The images named by ``task.images`` / ``task.indices`` / ``task.image_classes``, optionally filtered."""
+    task, res = ctx.cfg.task, int(ctx.cfg.generator.resolution)
+    imagenet_val = ctx.cfg.paths.imagenet_val
+    indices = list(task.indices) if task.indices else None
+    classes = list(task.image_classes) + [pair[0] for pair in task.pairs]
+    if classes:
+        if task.images:
+            raise DiginError("task.image_classes / task.pairs select ImageNet val images; leave task.images empty")
+        labels = [resolve_class(c, f.class_names) for c in classes]
+        indices = imagenet_indices_of_classes(imagenet_val, labels, int(task.images_per_class))
+    return load_inputs(task.images, res, imagenet_val=imagenet_val, indices=indices, class_names=f.class_names)
+
+
+def _require_folder(imagenet_val) -> None:
+    if not imagenet_val or not Path(str(imagenet_val)).expanduser().is_dir():
+        raise DiginError(f"this run reads ImageNet validation images but paths.imagenet_val is "
+                         f"{'unset' if not imagenet_val else repr(str(imagenet_val)) + ' (not a folder)'} — set "
+                         "paths.imagenet_val=/path/to/imagenet/val (one subfolder per class), or pass "
+                         "task.images=<file or folder>")
+
+
+def start_class(task, f: Classifier, item: InputImage, probs: torch.Tensor) -> int:
+    if task.start == "predicted":
+        return int(probs.argmax())
+    if task.start == "label":
+        if item.label is None:
+            raise DiginError(f"task.start=label but {item.path} has no known label — use task.start=predicted or "
+                             "a class name, or ImageNet val images (paths.imagenet_val)")
+        return item.label
+    return resolve_class(task.start, f.class_names)
+
+
+def nearest_text_classes(ctx: RunContext, names: list[str]) -> torch.Tensor:
+    """Cosine similarities between class names in the generator's CLIP text space (a stand-in for the WordNet
+    hierarchy the paper uses, which is not available offline)."""
+    sd = ctx.generator
+    with torch.no_grad():
+        embeds = torch.cat([sd.encode_prompt([f"a photograph of a {n}" for n in names[i:i + 64]]).mean(1)
+                            for i in range(0, len(names), 64)])
+    embeds = torch.nn.functional.normalize(embeds, dim=-1)
+    return embeds @ embeds.T
+
+
+def targets_for(ctx: RunContext, f: Classifier, item: InputImage, start: int, probs: torch.Tensor,
+                text_sims) -> list[int]:
+    task = ctx.cfg.task
+    paired = [resolve_class(b, f.class_names) for a, b in task.pairs
+              if item.label is not None and resolve_class(a, f.class_names) == item.label]
+    if paired:
+        targets = paired
+    elif task.targets:
+        targets = [resolve_class(t, f.class_names) for t in task.targets]
+    elif task.target_strategy == "true_label":
+        if item.label is None:
+            raise DiginError("task.target_strategy=true_label needs labelled images (paths.imagenet_val)")
+        targets = [item.label]
+    else:
+        scores = probs.clone() if task.target_strategy == "second_most_likely" else text_sims()[start].clone()
+        scores[start] = -float("inf")
+        targets = scores.topk(int(task.num_targets)).indices.tolist()
+    for t in targets:
+        if t == start:
+            raise DiginError(f"target '{f.class_names[t]}' equals the start class of {item.path.name} — pick "
+                             "another task.targets class or task.start")
+    return targets
+
+
+def distances(best: torch.Tensor, original: torch.Tensor, px_mask: torch.Tensor) -> dict[str, float]:
+    """Per-pixel L1 (mean |Δ|) and L2 (root mean square Δ), over the whole image and over the background only."""
+    diff = (best.to(original.device) - original).abs()
+    background = (1 - px_mask).expand_as(diff)
+    weight = background.sum().clamp_min(1e-8)
+    return {"l1": diff.mean().item(), "l2": diff.pow(2).mean().sqrt().item(),
+            "l1_background": (diff * background).sum().item() / weight.item(),
+            "l2_background": ((diff.pow(2) * background).sum() / weight).sqrt().item()}
+
+
+def overlay(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The image dimmed outside the mask and tinted red inside it."""
+    red = torch.tensor([1.0, 0.2, 0.2], device=image.device).view(1, 3, 1, 1)
+    return (image * (0.35 + 0.65 * mask) * (1 - 0.35 * mask) + 0.35 * mask * red).clamp(0, 1)
+
+
+def run(ctx: RunContext) -> dict:
+    task, cfg = ctx.cfg.task, ctx.cfg
+    if not task.images:
+        _require_folder(cfg.paths.imagenet_val)  # before any model is loaded: fail in a second, not minutes
+    for pair in task.pairs:
+        if len(pair) != 2:
+            raise DiginError(f"task.pairs entries are [image class, target class], got {list(pair)}")
+    if task.target_strategy not in STRATEGIES and not task.targets:
+        raise DiginError(f"unknown task.target_strategy '{task.target_strategy}' — use one of: "
+                         f"{', '.join(STRATEGIES)}, or list task.targets")
+    f = ctx.classifier("classifier")
+    if task.targets:
+        [resolve_class(t, f.class_names) for t in task.targets]  # unknown names fail before any image is read
+    if task.start not in ("predicted", "label"):
+        resolve_class(task.start, f.class_names)
+    images = select_images(ctx, f)
+    if task.filter_predicted is not None:
+        keep = resolve_class(task.filter_predicted, f.class_names)
+        with torch.no_grad():
+            images = [i for i in images if int(f(i.image.to(ctx.device)).argmax()) == keep]
+        if not images:
+            raise DiginError(f"no selected image is predicted as '{f.class_names[keep]}' — relax "
+                             "task.filter_predicted or select more images")
+    sd, sampler = ctx.generator, ctx.sampler()
+    cache_dir = Path(str(cfg.paths.cache_dir))
+    segmenter = build_segmenter(cfg.segmentation, ctx.device)  # once per run, not per image
+    captioner = build_captioner(cfg.captioner, cache_dir, ctx.device)
+    editor = RealImageEditor(sd, sampler, segmenter, InversionCache(cache_dir / "inversions"),
+                             sd_key=f"{cfg.generator.source}:{cfg.generator.pretrained or cfg.generator.get('seed')}",
+                             inner_steps=int(task.inversion.inner_steps), early_stop=float(task.inversion.early_stop),
+                             mask_steps=float(task.mask_steps))
+    settings, cutouts = ctx.optim_settings(), ctx.cutouts()
+    sims_cache: dict = {}
+
+    def text_sims():
+        if "sims" not in sims_cache:
+            sims_cache["sims"] = nearest_text_classes(ctx, f.class_names)
+        return sims_cache["sims"]
+
+    plan = []
+    for image in images:
+        with torch.no_grad():
+            probs = f(image.image.to(ctx.device)).softmax(-1)[0].cpu()
+        start = start_class(task, f, image, probs)
+        for target in targets_for(ctx, f, image, start, probs, text_sims):
+            plan.append((image, start, target, probs))
+    prepared: dict[str, object] = {}
+
+    def work(item_dir: Path, item: dict) -> dict:
+        image, start, target, probs = plan[item["plan"]]
+        start_name, target_name = f.class_names[start], f.class_names[target]
+        if prepared.get("key") != (image.content_hash, start):  # one inversion + mask per image, shared by targets
+            caption = captioner.caption(image.image, start_name, key=image.content_hash)
+            prepared.update(key=(image.content_hash, start), value=editor.prepare(image.image, caption, start_name))
+        prep = prepared["value"]
+        inv = prep.inversion
+        distance = ForegroundAwareDistance(inv.original, inv.latent_original, prep.px_mask, prep.latent_mask,
+                                           w_vae=float(task.w_vae), w_px=float(task.w_px))
+        objective = Counterfactual(f, target, distance, cutouts, start=start)
+        result, schedule, target_prompt = editor.edit(
+            prep, target_name, objective, settings, injections=tuple(task.p2p.injections),
+            blends=tuple(task.p2p.blends), description=f"{image.name}: {start_name} → {target_name}")
+        best = result.best.image
+        with torch.no_grad():
+            after = f(best.to(ctx.device)).softmax(-1)[0].cpu()
+        summary = {"p_start_before": probs[start].item(), "p_target_before": probs[target].item(),
+                   "p_start_after": after[start].item(), "p_target_after": after[target].item(),
+                   "flipped": int(after.argmax()) == target, "mask_coverage": prep.px_mask.mean().item(),
+                   **distances(best, inv.original.cpu(), prep.px_mask.cpu())}
+        writer = ctx.writer
+        writer.save_image(item_dir, "original.png", inv.original)
+        writer.save_image(item_dir, "reconstruction.png", prep.reconstruction)
+        writer.save_image(item_dir, "mask_overlay.png", overlay(inv.original, prep.px_mask))
+        writer.save_image(item_dir, "attention.png", prep.attention.expand(3, -1, -1))
+        writer.save_image(item_dir, "counterfactual.png", best)
+        save_optimisation(ctx, item_dir, result, lambda m: f"p {m['p_target']:.2f} d {m['distance']:.3f}",
+                          {**{k: v for k, v in item.items() if k != "plan"}, "caption": prep.source_prompt, "target_prompt": target_prompt,
+                           "schedule": schedule.as_dict(), "reconstruction_error": inv.reconstruction_error,
+                           "summary": summary})
+        return summary
+
+    items = [(ctx.writer.item_dir(image.name, f.class_names[target]),
+              {"image": image.name, "start": f.class_names[start], "target": f.class_names[target], "plan": n})
+             for n, (image, start, target, _) in enumerate(plan)]
+    rows = run_items(ctx, items, work, "counterfactuals")
+    done = [r for r in rows if "flipped" in r]
+    stats = {}
+    if done:
+        stats["flip_rate"] = sum(bool(r["flipped"]) for r in done) / len(done)
+        for key in ("l1", "l2", "l1_background", "l2_background"):
+            stats[f"median_{key}"] = float(torch.tensor([float(r[key]) for r in done]).median())
+    counts = finish(ctx, [{k: v for k, v in r.items() if k != "plan"} for r in rows],
+                    "visual counterfactuals", ["image", "start", "target", "status", "p_target_before",
+                                               "p_target_after", "flipped", "l2_background", "mask_coverage"])
+    if stats:
+        from digin_cli.io.progress import print_table
+
+        print_table("counterfactual summary", [stats])
+        ctx.tracker.summary(stats)
+    return {**counts, **stats}

@@ -1,0 +1,129 @@
+"""Universal VCEs end to end on tiny components through the CLI, and every bad input of the task."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+pytestmark = pytest.mark.slow
+
+DIGIN = [sys.executable, "-m", "digin_cli.cli"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vce")
+    image = Image.new("RGB", (96, 80), (40, 120, 200))
+    ImageDraw.Draw(image).ellipse((30, 20, 70, 60), fill=(220, 90, 30))
+    image.save(root / "fox.png")
+    return root
+
+
+def digin(workdir, *args, output="out"):
+    base = ["task=vce", "generator=tiny", "classifier=tiny_a", "segmentation=tiny_sam", "device=cpu",
+            f"paths.output_root={workdir / output}", f"paths.cache_dir={workdir / 'cache'}",
+            "generator.num_steps=4", "optimizer.augment.num=4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([*DIGIN, *base, *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def item_metrics(workdir, output):
+    (metrics,) = (workdir / output).glob("vce/runs/*/fox/*/metrics.json")
+    return metrics.parent, json.loads(metrics.read_text())
+
+
+def test_counterfactual_end_to_end_raises_target_and_mask_keeps_background(workdir):
+    common = [f"task.images={workdir / 'fox.png'}", "task.targets=[goldfish]", "optimizer.steps=6",
+              "optimizer.lr=0.05"]
+    masked = digin(workdir, *common, output="masked")
+    assert masked.returncode == 0, masked.stderr
+    item, metrics = item_metrics(workdir, "masked")
+    for name in ("original.png", "reconstruction.png", "init.png", "counterfactual.png", "mask_overlay.png",
+                 "attention.png", "iterates.png"):
+        assert Image.open(item / name).size[1] >= 64, name
+    summary = metrics["summary"]
+    iterates = metrics["iterates"]
+    # The optimisation raises the classifier's target probability over the prompt-to-prompt start and the original.
+    assert summary["p_target_after"] > iterates[0]["p_target"] and summary["p_target_after"] > \
+        summary["p_target_before"]
+    assert metrics["caption"].startswith("an image of a ") and "goldfish" in metrics["target_prompt"]
+    assert 0 < summary["mask_coverage"] <= 1 and metrics["schedule"]["inject_until"] in (0.3, 0.4, 0.5)
+    run = item.parent.parent
+    assert "flip_rate" in json.loads((run / "status.json").read_text())
+    assert (workdir / "cache" / "inversions").is_dir()
+
+    # The same run without the foreground-aware distance (w = 0): the background (outside the mask) moves more.
+    free = digin(workdir, *common, "task.w_vae=0", "task.w_px=0", output="free")
+    assert free.returncode == 0, free.stderr
+    _, free_metrics = item_metrics(workdir, "free")
+    assert summary["l2_background"] < free_metrics["summary"]["l2_background"], (summary, free_metrics["summary"])
+
+
+def test_inversion_is_cached_across_runs(workdir):
+    cache = workdir / "cache" / "inversions"
+    first = digin(workdir, f"task.images={workdir / 'fox.png'}", "task.targets=[tench]", "optimizer.steps=0",
+                  output="c1")
+    assert first.returncode == 0, first.stderr
+    entries = {p: p.stat().st_mtime_ns for p in cache.glob("*.safetensors")}
+    second = digin(workdir, f"task.images={workdir / 'fox.png'}", "task.targets=[tench]", "optimizer.steps=0",
+                   output="c2")
+    assert second.returncode == 0, second.stderr
+    assert {p: p.stat().st_mtime_ns for p in cache.glob("*.safetensors")} == entries
+
+
+def one_line_error(proc, *needles):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("digin: error:")]
+    assert len(errors) == 1, proc.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+def no_items(workdir, output):
+    return not list((workdir / output).glob("vce/runs/*/*/*/metrics.json"))
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "not_image", "empty_folder"])
+def test_bad_image_inputs(workdir, case):
+    bad = workdir / f"bad_{case}"
+    bad.mkdir(exist_ok=True)
+    path = {"missing": bad / "nope.png", "corrupt": bad / "broken.png", "not_image": bad / "notes.txt",
+            "empty_folder": bad}[case]
+    if case == "corrupt":
+        path.write_bytes(b"definitely not a png")
+    if case == "not_image":
+        path.write_text("hello")
+    proc = digin(workdir, f"task.images={path}", "task.targets=[goldfish]", output=f"bad_{case}_out")
+    one_line_error(proc, str(path) if case != "empty_folder" else str(bad))
+    assert no_items(workdir, f"bad_{case}_out")
+
+
+def test_unknown_target_suggests_close_match(workdir):
+    proc = digin(workdir, f"task.images={workdir / 'fox.png'}", "task.targets=[goldfsh]", output="bad_target")
+    one_line_error(proc, "goldfsh", "goldfish")
+    assert no_items(workdir, "bad_target")
+
+
+def test_target_equal_to_start(workdir):
+    proc = digin(workdir, f"task.images={workdir / 'fox.png'}", "task.start=goldfish", "task.targets=[goldfish]",
+                 output="same")
+    one_line_error(proc, "equals the start class")
+    assert no_items(workdir, "same")
+
+
+def test_index_out_of_range_and_missing_imagenet(workdir):
+    val = workdir / "val"
+    for wnid in ("n0001", "n0002"):
+        (val / wnid).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (70, 70), (10, 200, 30)).save(val / wnid / "a.JPEG")
+    # Two class folders but a 1000-class classifier: a clear error too; use the folder of images instead.
+    proc = digin(workdir, "task.indices=[5]", f"paths.imagenet_val={val}", "task.targets=[goldfish]",
+                 output="range")
+    one_line_error(proc, "paths.imagenet_val")
+    proc = digin(workdir, "task.indices=[0]", "task.targets=[goldfish]", output="noval")
+    one_line_error(proc, "paths.imagenet_val=")
