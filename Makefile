@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 export HF_HUB_DISABLE_TELEMETRY = 1
+export IMAGENET_VAL
 
 .DEFAULT_GOAL := help
 .PHONY: help install dev demo test test-fast bench bench-vce fig6 fig8 clean-outputs clean

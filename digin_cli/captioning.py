@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from digin_cli.errors import DiginError
+from digin_cli.errors import DiginError, instantiate
 from digin_cli.io.atomic import atomic_write_json, tensor_to_pil
 
 log = logging.getLogger(__name__)
@@ -501,16 +501,6 @@ def _image_to_text_types() -> set[str]:
 
 
 # -------------------------------------------------------------------------------------------------------- builder
-def _digin_cause(err: BaseException | None) -> DiginError | None:
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, DiginError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
-
-
 def build_captioner(cfg, cache_dir: str | os.PathLike | None = None,
                     device: str | torch.device | None = None) -> Captioner:
     """Build the captioner a ``conf/captioner`` node describes.
@@ -523,21 +513,12 @@ def build_captioner(cfg, cache_dir: str | os.PathLike | None = None,
     if cfg is None or get("name") == "none" or not get("_target_"):
         return TemplateCaptioner(template=get("template") or DEFAULT_TEMPLATE, name=get("name") or "none")
 
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
     overrides: dict[str, Any] = {}
     if cache_dir is not None:
         overrides["cache_dir"] = str(cache_dir)
     if device is not None:
         overrides["device"] = str(device)
-    try:
-        captioner = instantiate(cfg, _convert_="all", **overrides)
-    except InstantiationException as err:
-        cause = _digin_cause(err)
-        if cause is not None:
-            raise cause from None
-        raise
+    captioner = instantiate(cfg, _convert_="all", **overrides)
     if not isinstance(captioner, Captioner):
         raise TypeError(f"{get('_target_')} built {type(captioner).__name__}, not a digin Captioner")
     return captioner

@@ -24,3 +24,28 @@ def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
         # Substring matches catch 'fox' -> 'red fox', which difflib's ratio misses.
         close = [c for c in lowered if name.lower() in c][:n]
     return f" (did you mean: {', '.join(repr(lowered[c]) for c in close)}?)" if close else ""
+
+
+def user_error_in(err: BaseException | None) -> DiginError | None:
+    """The first DiginError in an exception's cause/context chain (Hydra's instantiate wraps what a target raises)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, DiginError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def instantiate(cfg, **kwargs):
+    """``hydra.utils.instantiate`` that lets a DiginError raised by the target through as itself, one line."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate as hydra_instantiate
+
+    try:
+        return hydra_instantiate(cfg, **kwargs)
+    except InstantiationException as err:
+        cause = user_error_in(err)
+        if cause is not None:
+            raise cause from None
+        raise

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -28,7 +29,8 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def measure(generator: str, device: str, T: int, checkpointing: bool, iters: int) -> dict:
+def measure(generator: str, device: str, T: int, checkpointing: bool, iters: int, resolution: int | None = None
+            ) -> dict:
     """One measurement, in this process (run by the parent in a fresh subprocess)."""
     import torch
     from omegaconf import OmegaConf
@@ -44,6 +46,8 @@ def measure(generator: str, device: str, T: int, checkpointing: bool, iters: int
     torch.manual_seed(0)
     cfg = OmegaConf.load(os.path.join(os.path.dirname(__file__), "..", "conf", "generator", f"{generator}.yaml"))
     cfg.num_steps = T
+    if resolution:
+        cfg.resolution = resolution
     dev = torch.device(device)
     sd = load_generator(cfg, dev)
     if generator == "tiny":
@@ -63,31 +67,33 @@ def measure(generator: str, device: str, T: int, checkpointing: bool, iters: int
         with torch.no_grad():
             return sampler.decode(sampler.sample(z, cond, null).latents)
 
+    def timed(fn) -> float:
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        return time.perf_counter() - t0
+
     nograd_pass()  # warm-up (kernels, allocator)
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        nograd_pass()
-    sync()
-    nograd = (time.perf_counter() - t0) / iters
+    nograd = statistics.median(timed(nograd_pass) for _ in range(iters))
 
     def loop(steps):
-        opt = DiginOptimizer(sampler, OptimSettings(steps=steps, loss_steps=3))
-        sync()
-        start = time.perf_counter()
-        opt.run(z, cond, null, objective)
-        sync()
-        return time.perf_counter() - start
+        return timed(lambda: DiginOptimizer(sampler, OptimSettings(steps=steps, loss_steps=3)).run(
+            z, cond, null, objective))
 
     loop(1)  # warm-up of the backward kernels
     base_rss = _rss_mb()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
         base_cuda = torch.cuda.memory_allocated(dev) / 2**20
-    t_zero = loop(0)
-    t_n = loop(iters)
-    step = (t_n - t_zero) / iters
-    out = {"generator": generator, "device": device, "T": T, "checkpointing": checkpointing,
+    # One optimisation step = a run with one Adam step minus a run with none (both end with one evaluation pass);
+    # medians over interleaved repeats damp the noise of a shared machine.
+    with_step, without = [], []
+    for _ in range(iters):
+        without.append(loop(0))
+        with_step.append(loop(1))
+    step = statistics.median(with_step) - statistics.median(without)
+    out = {"generator": f"{generator}@{sd.resolution}", "device": device, "T": T, "checkpointing": checkpointing,
            "nograd_s": nograd, "step_s": step, "step_ratio": step / nograd,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "step_rss_rise_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base_rss}
@@ -102,8 +108,9 @@ def main() -> None:
     parser.add_argument("--generator", action="append", help="tiny | sd15_random (repeatable)")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cpu for tiny, cuda for sd15_random)")
     parser.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20, 40])
-    parser.add_argument("--iters", type=int, default=2, help="optimisation steps timed per measurement")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=3, help="repeats per timing (medians are reported)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 is steadiest on a shared machine)")
+    parser.add_argument("--resolution", type=int, default=None, help="image size (default: the generator's)")
     parser.add_argument("--json", help="also write all measurements to this file")
     parser.add_argument("--_child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -113,7 +120,7 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
         gen, dev, T, ckpt = args._child
-        print(json.dumps(measure(gen, dev, int(T), ckpt == "1", args.iters)))
+        print(json.dumps(measure(gen, dev, int(T), ckpt == "1", args.iters, args.resolution)))
         return
 
     import torch
@@ -129,6 +136,8 @@ def main() -> None:
             for T in args.steps:
                 cmd = [sys.executable, __file__, "--_child", gen, device, str(T), "1" if ckpt else "0",
                        "--iters", str(args.iters), "--threads", str(args.threads)]
+                if args.resolution:
+                    cmd += ["--resolution", str(args.resolution)]
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode:
                     err = (proc.stderr.strip().splitlines() or ["?"])[-1]

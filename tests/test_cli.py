@@ -66,11 +66,13 @@ def test_demo_disagreement_writes_every_output(tmp_path):
     assert "classifier disagreement" in proc.stdout  # the end-of-run table
 
 
-def test_sample_task_names_files_by_prompt_and_seed(tmp_path):
+def test_sample_task_names_files_by_prompt_and_seed_and_logs_to_wandb(tmp_path):
     proc = digin("task=sample", "generator=tiny", "device=cpu", "task.prompts=[a red fox,a koala]",
-                 "task.seeds=[3]", f"paths.output_root={tmp_path}")
+                 "task.seeds=[3]", f"paths.output_root={tmp_path}", "logger=offline",
+                 env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
     assert proc.returncode == 0, proc.stderr
     run = only_run_dir(tmp_path)
+    assert list((run / "wandb").glob("offline-run-*")), "the job's W&B run is written under its output folder"
     from PIL import Image
 
     for name in ("a_red_fox__seed3.png", "a_koala__seed3.png"):

@@ -127,3 +127,11 @@ def test_index_out_of_range_and_missing_imagenet(workdir):
     one_line_error(proc, "paths.imagenet_val")
     proc = digin(workdir, "task.indices=[0]", "task.targets=[goldfish]", output="noval")
     one_line_error(proc, "paths.imagenet_val=")
+
+
+@pytest.mark.parametrize("figure", ["fig6", "fig8"])
+def test_paper_figures_fail_fast_without_imagenet(tmp_path, figure):
+    env = {k: v for k, v in os.environ.items() if k != "IMAGENET_VAL"}
+    proc = subprocess.run([*DIGIN, f"experiment={figure}", "device=cpu", f"paths.output_root={tmp_path}"],
+                          capture_output=True, text=True, env={**env, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    one_line_error(proc, "paths.imagenet_val", "IMAGENET_VAL")

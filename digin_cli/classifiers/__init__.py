@@ -13,7 +13,7 @@ import torch
 
 from digin_cli.classifiers.base import Classifier
 from digin_cli.classifiers.classnames import imagenet_class_names, resolve_class
-from digin_cli.errors import DiginError
+from digin_cli.errors import DiginError, user_error_in
 
 __all__ = ["Classifier", "build_classifier", "imagenet_class_names", "resolve_class"]
 
@@ -28,17 +28,6 @@ def _display_name(cfg: Any, key: str) -> str:
             if cfg.get(field) is not None:
                 return str(cfg.get(field))
         return str(cfg.get("_target_", key)).rsplit(".", 1)[-1]
-
-
-def _digin_cause(exc: BaseException) -> DiginError | None:
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        if isinstance(e, DiginError):
-            return e
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return None
 
 
 def build_classifier(
@@ -62,7 +51,7 @@ def build_classifier(
     try:
         clf = instantiate(cfg, _convert_="all")
     except InstantiationException as e:
-        cause = _digin_cause(e)
+        cause = user_error_in(e)
         if cause is None:
             raise
         # Re-raise the user's error without Hydra's wrapper, but with the classifier.* key the user actually set.

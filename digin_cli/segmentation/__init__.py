@@ -9,18 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from digin_cli.errors import DiginError
+from digin_cli.errors import instantiate
 from digin_cli.segmentation.base import AttentionSegmenter, NoSegmenter, Segmenter
-
-
-def _digin_cause(err: BaseException) -> DiginError | None:
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, DiginError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
 
 
 def build_segmenter(cfg, device: str | torch.device | None = None) -> Segmenter:
@@ -33,17 +23,8 @@ def build_segmenter(cfg, device: str | torch.device | None = None) -> Segmenter:
     if cfg is None or name == "none" or not cfg.get("_target_"):
         return NoSegmenter(name=name or "none", device=device)
 
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
     overrides = {} if device is None else {"device": str(device)}
-    try:
-        return instantiate(cfg, **overrides)
-    except InstantiationException as err:
-        cause = _digin_cause(err.__cause__)
-        if cause is not None:
-            raise cause from None
-        raise
+    return instantiate(cfg, **overrides)
 
 
 __all__ = ["build_segmenter", "Segmenter", "AttentionSegmenter", "NoSegmenter"]

@@ -46,8 +46,8 @@ def _require_folder(imagenet_val) -> None:
     if not imagenet_val or not Path(str(imagenet_val)).expanduser().is_dir():
         raise DiginError(f"this run reads ImageNet validation images but paths.imagenet_val is "
                          f"{'unset' if not imagenet_val else repr(str(imagenet_val)) + ' (not a folder)'} — set "
-                         "paths.imagenet_val=/path/to/imagenet/val (one subfolder per class), or pass "
-                         "task.images=<file or folder>")
+                         "paths.imagenet_val=/path/to/imagenet/val (one subfolder per class; IMAGENET_VAL=... for "
+                         "make fig6 / fig8), or pass task.images=<file or folder>")
 
 
 def start_class(task, f: Classifier, item: InputImage, probs: torch.Tensor) -> int:

@@ -1,0 +1,96 @@
+"""Seconds for the two costs of a visual counterfactual: null-text inversion, and one counterfactual.
+
+Builds the generator (tiny on CPU, or the real SD 1.5 architecture with random weights on a GPU), a classifier and
+the weight-free attention segmenter, then times on one synthetic image: the inversion (DDIM + null-text, the cache
+bypassed), preparing the image (attention-storing reconstruction + mask), and one counterfactual (the no-grad
+prompt-to-prompt schedule search plus the optimisation). Random weights make the images meaningless; the timings
+are those of the real architecture.
+
+    python scripts/bench_vce.py                                   # tiny, CPU
+    python scripts/bench_vce.py --generator sd15_random --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--generator", default="tiny", help="tiny | sd15_random")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--num-steps", type=int, default=None, help="DDIM steps (default: the generator config's)")
+    parser.add_argument("--opt-steps", type=int, default=20, help="optimisation steps (authors: 20)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    import torch
+    from omegaconf import OmegaConf
+    from rich.console import Console
+    from rich.table import Table
+
+    from digin_cli.augment import Cutouts
+    from digin_cli.classifiers.timm_zoo import TimmClassifier
+    from digin_cli.classifiers.tiny import TinyClassifier
+    from digin_cli.counterfactual import RealImageEditor
+    from digin_cli.generation.inversion import InversionCache, invert
+    from digin_cli.generation.models import load_generator
+    from digin_cli.generation.sampler import DDIMSampler
+    from digin_cli.objectives import Counterfactual, ForegroundAwareDistance
+    from digin_cli.optimize import OptimSettings
+    from digin_cli.segmentation.base import AttentionSegmenter
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    cfg = OmegaConf.load(os.path.join(os.path.dirname(__file__), "..", "conf", "generator", f"{args.generator}.yaml"))
+    if args.num_steps:
+        cfg.num_steps = args.num_steps
+    sd = load_generator(cfg, device)
+    sampler = DDIMSampler(sd)
+    f = TinyClassifier(seed=0) if args.generator == "tiny" else TimmClassifier("convnext_base", pretrained=False)
+    f = f.to(device)
+    res = sd.resolution
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, res), torch.linspace(-1, 1, res), indexing="ij")
+    blob = ((xx ** 2 + yy ** 2) < 0.3).float()
+    image = torch.stack([0.2 + 0.7 * blob, 0.5 - 0.2 * blob, 0.8 - 0.6 * blob])[None].to(device)
+    caption = "an image of a red fox"
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    timings = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        sync()
+        t0 = time.perf_counter()
+        invert(sd, sampler, image, caption)
+        sync()
+        timings["null-text inversion"] = time.perf_counter() - t0
+        editor = RealImageEditor(sd, sampler, AttentionSegmenter(), InversionCache(tmp), sd_key=args.generator)
+        t0 = time.perf_counter()
+        prepared = editor.prepare(image, caption, "red fox")  # includes a second, cached-miss inversion
+        sync()
+        timings["prepare (inversion + attention store + mask)"] = time.perf_counter() - t0
+        inv = prepared.inversion
+        distance = ForegroundAwareDistance(inv.original, inv.latent_original, prepared.px_mask, prepared.latent_mask)
+        objective = Counterfactual(f, 277, distance, Cutouts(16), start=None)
+        t0 = time.perf_counter()
+        result, schedule, _ = editor.edit(prepared, "tabby cat", objective, OptimSettings(steps=args.opt_steps))
+        sync()
+        timings[f"one counterfactual (6-candidate search + {args.opt_steps} steps)"] = time.perf_counter() - t0
+    table = Table(title=f"visual counterfactual cost: {args.generator} on {args.device}, T={sampler.num_steps}")
+    table.add_column("stage")
+    table.add_column("seconds")
+    for stage, seconds in timings.items():
+        table.add_row(stage, f"{seconds:.2f}")
+    Console().print(table)
+    if device.type == "cuda":
+        print(f"peak CUDA memory: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()

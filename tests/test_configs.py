@@ -1,0 +1,66 @@
+"""Every config group option composes; the groups the CLI promises exist; launcher presets resolve."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import get_class, get_method
+
+from digin_cli.configs import CONF_DIR, GROUPS, options, register
+
+
+@pytest.fixture(autouse=True)
+def hydra_dir():
+    register()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name="test"):
+        yield
+    GlobalHydra.instance().clear()
+
+
+def test_default_config_has_every_group():
+    cfg = compose("config")
+    for group in ("task", "generator", "classifier", "classifier2", "optimizer", "segmentation", "captioner",
+                  "logger", "paths"):
+        assert group in cfg
+    assert cfg.device == "auto" and cfg.dtype == "fp32"
+    assert cfg.generator.num_steps == 20 and cfg.generator.guidance_scale == 3.0 and cfg.generator.resolution == 512
+    assert cfg.optimizer.lr == 0.01 and cfg.optimizer.latent_lr_factor == 0.1 and cfg.optimizer.steps == 20
+
+
+@pytest.mark.parametrize("group", [g for g in GROUPS if g != "paths"])
+def test_every_option_composes(group):
+    assert options(group), group
+    for option in options(group):
+        cfg = compose("config", overrides=[f"{group}={option}"])
+        node = cfg if group == "experiment" else cfg[group]
+        target = node.get("_target_") if group != "experiment" else None
+        if target:
+            assert callable(get_method(target)) or get_class(target)
+
+
+def test_classifier2_takes_the_classifier_names():
+    assert options("classifier2") == options("classifier")
+    cfg = compose("config", overrides=["classifier=tiny_a", "classifier2=tiny_b"])
+    assert cfg.classifier.seed != cfg.classifier2.seed
+
+
+def test_generator_configs_share_the_promised_keys():
+    for option in options("generator"):
+        cfg = compose("config", overrides=[f"generator={option}"]).generator
+        assert {"pretrained", "num_steps", "guidance_scale", "resolution", "source"} <= set(cfg)
+
+
+@pytest.mark.parametrize("launcher,target", [("slurm", "SlurmLauncher"), ("local", "LocalLauncher"),
+                                             ("submitit_slurm", "SlurmLauncher")])
+def test_submitit_launcher_presets_resolve(launcher, target):
+    cfg = compose("config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith(target)
+    if launcher == "slurm":
+        assert cfg.hydra.launcher.gpus_per_node == 1
+
+
+def test_run_dirs_are_unique_per_process_and_grouped_by_task():
+    cfg = compose("config", overrides=["task=sample"], return_hydra_config=True)
+    run_dir = str(cfg.hydra.run.dir)
+    assert "/sample/runs/" in run_dir and run_dir.split("_")[-1] != ""
+    assert cfg.hydra.sweep.subdir == "${hydra.job.num}"
