@@ -1,6 +1,6 @@
 """The job wrapper: one Hydra job from config to status.json.
 
-Whatever happens, a job leaves its resolved ``config.yaml`` and a ``status.json`` (ok / failed / skipped, error
+Whatever happens, a job leaves its resolved ``config.yaml`` and a ``status.json`` (ok / failed / interrupted, error
 text, seconds, peak memory) in its output folder and finishes W&B, so sequential multiruns never log into each
 other's runs. User errors (:class:`DiginError`) become one line on stderr and exit code 2; other exceptions keep
 their traceback in ``error.log`` and exit 1. In a multirun a failed job is recorded and the sweep goes on; a job
@@ -17,8 +17,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from digin_cli.device import peak_memory_mb, reset_peak_memory, resolve_device, resolve_dtype, seed_everything
 from digin_cli.configs import check_config
+from digin_cli.device import peak_memory_mb, reset_peak_memory, resolve_device, resolve_dtype, seed_everything
 from digin_cli.errors import DiginError
 from digin_cli.io.atomic import atomic_write_json, atomic_write_text
 
@@ -47,7 +47,7 @@ def run(cfg: DictConfig) -> dict:
     start = time.perf_counter()
     job = _Job()
     try:
-        atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=False))
+        atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         status.update(_execute(cfg, output_dir, hydra_cfg, job))
     except DiginError as err:
         status.update(status="failed", error=str(err))

@@ -63,4 +63,6 @@ def test_run_dirs_are_unique_per_process_and_grouped_by_task():
     cfg = compose("config", overrides=["task=sample"], return_hydra_config=True)
     run_dir = str(cfg.hydra.run.dir)
     assert "/sample/runs/" in run_dir and run_dir.split("_")[-1] != ""
-    assert cfg.hydra.sweep.subdir == "${hydra.job.num}"
+    from omegaconf import OmegaConf
+
+    assert OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["subdir"] == "${hydra.job.num}"

@@ -65,7 +65,7 @@ def test_non_finite_loss_stops_and_keeps_best(setup):
         value = images.mean()
         if not augment and calls["n"] > 3:
             value = value * float("nan")
-        return value, {"loss": float(value)}
+        return value, {"loss": value.item()}
 
     result = DiginOptimizer(DDIMSampler(sd), OptimSettings(steps=5)).run(sd.initial_latent(0), cond, null, objective)
     assert result.error and "non-finite" in result.error
