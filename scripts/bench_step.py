@@ -30,8 +30,8 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def measure(generator: str, device: str, T: int, checkpointing: bool, iters: int, resolution: int | None = None
-            ) -> dict:
+def measure(generator: str, device: str, T: int, checkpointing: bool, iters: int, resolution: int | None = None,
+            memory_only: bool = False) -> dict:
     """One measurement, in this process (run by the parent in a fresh subprocess)."""
     import torch
     from omegaconf import OmegaConf
@@ -75,8 +75,9 @@ def measure(generator: str, device: str, T: int, checkpointing: bool, iters: int
         sync()
         return time.perf_counter() - t0
 
-    nograd_pass()  # warm-up (kernels, allocator)
-    nograd = statistics.median(timed(nograd_pass) for _ in range(iters))
+    if not memory_only:
+        nograd_pass()  # warm-up (kernels, allocator)
+        nograd = statistics.median(timed(nograd_pass) for _ in range(iters))
 
     def loop(steps):
         return timed(lambda: DiginOptimizer(sampler, OptimSettings(steps=steps, loss_steps=3)).run(
@@ -99,7 +100,16 @@ def measure(generator: str, device: str, T: int, checkpointing: bool, iters: int
         loss.backward()
         return sum(storages.values()) / 2**20
 
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
     saved_mb = autograd_saved_mb()
+    if memory_only:
+        out = {"generator": f"{generator}@{sd.resolution}", "device": device, "T": T, "checkpointing": checkpointing,
+               "nograd_s": float("nan"), "step_s": float("nan"), "step_ratio": float("nan"),
+               "autograd_saved_mb": saved_mb, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        if dev.type == "cuda":
+            out["peak_cuda_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+        return out
     loop(1)  # warm-up of the backward kernels
     base_rss = _rss_mb()
     if dev.type == "cuda":
@@ -130,6 +140,8 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=3, help="repeats per timing (medians are reported)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 is steadiest on a shared machine)")
     parser.add_argument("--resolution", type=int, default=None, help="image size (default: the generator's)")
+    parser.add_argument("--checkpointing", choices=("both", "on", "off"), default="both")
+    parser.add_argument("--memory-only", action="store_true", help="one training render + backward per T, no timing")
     parser.add_argument("--json", help="also write all measurements to this file")
     parser.add_argument("--_child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -139,7 +151,7 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
         gen, dev, T, ckpt = args._child
-        print(json.dumps(measure(gen, dev, int(T), ckpt == "1", args.iters, args.resolution)))
+        print(json.dumps(measure(gen, dev, int(T), ckpt == "1", args.iters, args.resolution, args.memory_only)))
         return
 
     import torch
@@ -148,15 +160,17 @@ def main() -> None:
     results = []
     for gen in plan:
         device = args.device or ("cuda" if gen != "tiny" and torch.cuda.is_available() else "cpu")
-        if gen != "tiny" and device == "cpu":
+        if gen != "tiny" and device == "cpu" and args.device is None:
             print(f"skipping {gen}: it needs a GPU (pass --device cpu explicitly to force it)", file=sys.stderr)
             continue
-        for ckpt in (True, False):
+        for ckpt in {"both": (True, False), "on": (True,), "off": (False,)}[args.checkpointing]:
             for T in args.steps:
                 cmd = [sys.executable, __file__, "--_child", gen, device, str(T), "1" if ckpt else "0",
                        "--iters", str(args.iters), "--threads", str(args.threads)]
                 if args.resolution:
                     cmd += ["--resolution", str(args.resolution)]
+                if args.memory_only:
+                    cmd.append("--memory-only")
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode:
                     err = (proc.stderr.strip().splitlines() or ["?"])[-1]
@@ -189,6 +203,8 @@ def _report(results: list[dict]) -> None:
     console.print(table)
     for gen in dict.fromkeys(r["generator"] for r in results):
         ok = {(r["T"], r["checkpointing"]): r for r in results if r["generator"] == gen and "error" not in r}
+        if not ok:
+            continue
         lo, hi = min(t for t, _ in ok), max(t for t, _ in ok)
         for ckpt in (True, False):
             if (lo, ckpt) in ok and (hi, ckpt) in ok:

@@ -123,8 +123,8 @@ def run(ctx: RunContext) -> dict:
         raise DiginError(f"unknown task.target_strategy '{task.target_strategy}' — use one of: "
                          f"{', '.join(STRATEGIES)}, or list task.targets")
     f = ctx.classifier("classifier")
-    if task.targets:
-        [resolve_class(t, f.class_names) for t in task.targets]  # unknown names fail before any image is read
+    for name in task.targets:  # unknown names fail before any image is read
+        resolve_class(name, f.class_names)
     if task.start not in ("predicted", "label"):
         resolve_class(task.start, f.class_names)
     images = select_images(ctx, f)
