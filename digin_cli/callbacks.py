@@ -10,11 +10,15 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 
+#: Jobs of the last multirun in this process whose status is not ok; the CLI turns it into the exit code.
+failed_jobs: list[str] = []
+
+
 class SweepSummary(Callback):
     """After a multirun, gather each job's ``status.json`` into ``sweep_status.csv`` and a table on the terminal.
 
     Submitit reports jobs as completed even when they failed inside; reading the job's own status is the only
-    reliable account of what happened.
+    reliable account of what happened. Failed jobs make ``digin -m`` exit with status 1 once the sweep is over.
     """
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -33,3 +37,4 @@ class SweepSummary(Callback):
         if rows:
             Writer(sweep).write_summary(rows, "sweep_status.csv")
             print_table(f"sweep {sweep}", rows)
+        failed_jobs[:] = [r["job"] for r in rows if r["status"] != "ok"]

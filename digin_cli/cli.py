@@ -91,6 +91,12 @@ def main() -> None:
         print(f"digin: error: {err}", file=sys.stderr)
         sys.exit(2)
     _hydra_main()
+    from digin_cli.callbacks import failed_jobs
+
+    if failed_jobs:  # the other jobs ran to the end; still, a sweep with failures must not look like a success
+        print(f"digin: error: sweep jobs {', '.join(failed_jobs)} failed — see sweep_status.csv and each job's "
+              "status.json", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

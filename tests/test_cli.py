@@ -95,6 +95,18 @@ def test_multirun_jobs_get_own_folders_and_are_never_redone(tmp_path):
     assert best.stat().st_mtime_ns == before
 
 
+def test_a_failing_sweep_job_is_recorded_the_others_run_and_the_exit_code_says_so(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = digin("-m", *FAST[:-1], "task.classes=[goldfish],[red fx]", f"paths.output_root={tmp_path}",
+                 f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    statuses = {j: json.loads((sweep / j / "status.json").read_text())["status"] for j in ("0", "1")}
+    assert statuses == {"0": "ok", "1": "failed"}
+    assert (sweep / "0" / "goldfish" / "seed_0" / "metrics.json").exists()
+    assert "failed" in (sweep / "sweep_status.csv").read_text()
+
+
 def test_unknown_class_suggests_close_matches_and_writes_no_item(tmp_path):
     proc = digin(*FAST[:-1], "task.classes=[red fx]", f"paths.output_root={tmp_path}")
     assert_one_line_error(proc, "red fx", "red fox")

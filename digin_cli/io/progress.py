@@ -8,6 +8,7 @@ Bars go to stderr so stdout stays clean for tables and piping.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -27,7 +28,8 @@ from rich.table import Table
 T = TypeVar("T")
 
 console = Console(stderr=True)
-_stdout = Console()
+# Logs and pipes get a wide table instead of rich's 80-column default, which folds every cell.
+_stdout = Console() if sys.stdout.isatty() else Console(width=160)
 _current: Progress | None = None
 _depth = 0  # track() loops running now; a loop started inside another one is an inner loop
 
@@ -83,7 +85,10 @@ def _cell(value: Any) -> str:
     if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
         value = value.item()  # numpy / 0-d tensor scalars format like the Python numbers they hold
     if isinstance(value, float):
-        return f"{value:.3f}" if math.isfinite(value) else str(value)
+        if not math.isfinite(value):
+            return str(value)
+        # Small probabilities (random models, far-off classes) would all print as 0.000.
+        return f"{value:.2e}" if 0 < abs(value) < 0.01 else f"{value:.3f}"
     return str(value)
 
 

@@ -39,7 +39,7 @@ def run(ctx: RunContext) -> dict:
         init, best = result.initial.metrics, result.best.metrics
         summary = {"p_f_init": init["p_f"], "p_g_init": init["p_g"], "p_f_best": best["p_f"],
                    "p_g_best": best["p_g"], "best_iterate": result.best_index, "seconds": round(result.seconds, 2)}
-        save_optimisation(ctx, item_dir, result, lambda m: f"p_f {m['p_f']:.2f} / p_g {m['p_g']:.2f}",
+        save_optimisation(ctx, item_dir, result, lambda m: f"p_f {m['p_f']:.3g} / p_g {m['p_g']:.3g}",
                           {**item, "prompt": prompt, "summary": summary})
         return summary | ({"error": result.error} if result.error else {})
 

@@ -187,7 +187,7 @@ def run(ctx: RunContext) -> dict:
         writer.save_image(item_dir, "mask_overlay.png", overlay(inv.original, prep.px_mask))
         writer.save_image(item_dir, "attention.png", prep.attention.expand(3, -1, -1))
         writer.save_image(item_dir, "counterfactual.png", best)
-        save_optimisation(ctx, item_dir, result, lambda m: f"p {m['p_target']:.2f} d {m['distance']:.3f}",
+        save_optimisation(ctx, item_dir, result, lambda m: f"p {m['p_target']:.3g} d {m['distance']:.3g}",
                           {**{k: v for k, v in item.items() if k != "plan"}, "caption": prep.source_prompt, "target_prompt": target_prompt,
                            "schedule": schedule.as_dict(), "reconstruction_error": inv.reconstruction_error,
                            "summary": summary})
