@@ -32,7 +32,6 @@ def run(ctx: RunContext) -> dict:
 
     def work(item_dir, item):
         prompt = task.prompt.format(item["class"])
-        ctx.tracker.log({"item": item["class"] + f"/seed_{item['seed']}"})
         result = optimizer.run(sd.initial_latent(item["seed"]), sd.encode_prompt(prompt), null,
                                Disagreement(f, g, item["class_index"], cutouts),
                                description=f"{item['class']} · seed {item['seed']}")
