@@ -128,10 +128,11 @@ def run(ctx: RunContext) -> dict:
     if task.start not in ("predicted", "label"):
         resolve_class(task.start, f.class_names)
     images = select_images(ctx, f)
+    with torch.no_grad():  # one classifier pass per image serves the filter, the start class and the targets
+        probs_of = {id(i): f(i.image.to(ctx.device)).softmax(-1)[0].cpu() for i in images}
     if task.filter_predicted is not None:
         keep = resolve_class(task.filter_predicted, f.class_names)
-        with torch.no_grad():
-            images = [i for i in images if int(f(i.image.to(ctx.device)).argmax()) == keep]
+        images = [i for i in images if int(probs_of[id(i)].argmax()) == keep]
         if not images:
             raise DiginError(f"no selected image is predicted as '{f.class_names[keep]}' — relax "
                              "task.filter_predicted or select more images")
@@ -153,8 +154,7 @@ def run(ctx: RunContext) -> dict:
 
     plan = []
     for image in images:
-        with torch.no_grad():
-            probs = f(image.image.to(ctx.device)).softmax(-1)[0].cpu()
+        probs = probs_of[id(image)]
         start = start_class(task, f, image, probs)
         for target in targets_for(ctx, f, image, start, probs, text_sims):
             plan.append((image, start, target, probs))
