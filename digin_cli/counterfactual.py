@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from digin_cli.generation.attention import (AttentionController, attention_control, attention_maps,
-                                            token_alignment, word_token_indices)
+                                            mask_map_size, token_alignment, word_token_indices)
 from digin_cli.generation.inversion import Inversion, InversionCache, invert
 from digin_cli.generation.models import StableDiffusion
 from digin_cli.generation.sampler import DDIMSampler, SamplerHooks
@@ -38,6 +38,9 @@ class PreparedImage:
     attention: torch.Tensor
     px_mask: torch.Tensor
     latent_mask: torch.Tensor
+    attention_info: dict
+    """Which cross-attention maps made the mask: ``map_size`` (height) used, ``wanted_size`` (latent side / 4, the
+    authors'), ``fallback`` when the UNet has no layer of the wanted size (tiny models)."""
 
 
 @dataclass
@@ -92,12 +95,14 @@ class RealImageEditor:
             reconstruction = sampler.decode(out.latents)
         tokens = word_token_indices(sd.tokenizer, caption, object_words)
         steps = range(max(1, math.ceil(sampler.num_steps * self.mask_steps)))
-        attention = attention_maps(controller, tokens, steps, resolution=sd.resolution)
+        side, wanted = mask_map_size(controller, steps)
+        attention = attention_maps(controller, tokens, steps, resolution=sd.resolution, sizes={side})
+        attention_info = {"map_size": side, "wanted_size": wanted, "fallback": side != wanted}
         latent_hw = tuple(inversion.z_T.shape[-2:])
         px_mask, latent_mask = self.segmenter.segment(inversion.original, attention, latent_hw)
         controller.mode = "off"
         return PreparedImage(inversion, caption, object_words, reconstruction, out.trajectory, controller,
-                             attention, px_mask, latent_mask)
+                             attention, px_mask, latent_mask, attention_info)
 
     def hooks(self, prepared: PreparedImage, schedule: Schedule) -> SamplerHooks:
         """Sampler hooks for a schedule: attention injection and background blending toward the reconstruction."""

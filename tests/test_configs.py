@@ -66,3 +66,12 @@ def test_run_dirs_are_unique_per_process_and_grouped_by_task():
     from omegaconf import OmegaConf
 
     assert OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["subdir"] == "${hydra.job.num}"
+
+
+def test_vce_selects_hq_sam_unless_the_command_line_says_otherwise():
+    # Eq. 4 without a mask is a global L2: a bare task=vce must not run maskless.
+    assert compose("config", overrides=["task=vce"]).segmentation.name == "sam_hq"
+    for choice in ("none", "attention", "tiny_sam"):
+        assert compose("config", overrides=["task=vce", f"segmentation={choice}"]).segmentation.name == choice
+        assert compose("config", overrides=[f"segmentation={choice}", "task=vce"]).segmentation.name == choice
+    assert compose("config").segmentation.name == "none"  # other tasks keep no segmenter

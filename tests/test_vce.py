@@ -1,5 +1,6 @@
 """Universal VCEs end to end on tiny components through the CLI, and every bad input of the task."""
 
+import csv
 import json
 import os
 import subprocess
@@ -51,6 +52,9 @@ def test_counterfactual_end_to_end_raises_target_and_mask_keeps_background(workd
         summary["p_target_before"]
     assert metrics["caption"].startswith("an image of a ") and "goldfish" in metrics["target_prompt"]
     assert 0 < summary["mask_coverage"] <= 1 and metrics["schedule"]["inject_until"] in (0.3, 0.4, 0.5)
+    assert metrics["mask"] == summary["mask"] == "tiny_sam"
+    # The tiny UNet (8x8 latents) has no 2x2 (latent/4) attention layer: the mask used its 4x4 maps, and says so.
+    assert metrics["attention_maps"] == {"map_size": 4, "wanted_size": 2, "fallback": True}
     run = item.parent.parent
     assert "flip_rate" in json.loads((run / "status.json").read_text())
     assert (workdir / "cache" / "inversions").is_dir()
@@ -60,6 +64,19 @@ def test_counterfactual_end_to_end_raises_target_and_mask_keeps_background(workd
     assert free.returncode == 0, free.stderr
     _, free_metrics = item_metrics(workdir, "free")
     assert summary["l2_background"] < free_metrics["summary"]["l2_background"], (summary, free_metrics["summary"])
+
+
+def test_explicit_maskless_run_warns_and_records_mask_none(workdir):
+    proc = digin(workdir, f"task.images={workdir / 'fox.png'}", "task.targets=[tench]", "optimizer.steps=0",
+                 "segmentation=none", output="maskless")
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "segmentation=none" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("digin: warning:"), proc.stderr
+    item, metrics = item_metrics(workdir, "maskless")
+    assert metrics["mask"] == metrics["summary"]["mask"] == "none" and metrics["summary"]["mask_coverage"] == 0
+    (summary,) = (workdir / "maskless").glob("vce/runs/*/summary.csv")
+    (row,) = list(csv.DictReader(summary.open()))
+    assert row["mask"] == "none"
 
 
 def test_inversion_is_cached_across_runs(workdir):

@@ -417,15 +417,20 @@ def _word_embeddings(embed: Callable[[str], torch.Tensor], prompt: str,
 
 
 # -- maps for masks ----------------------------------------------------------------------------------------------------
+def _map_height(maps: torch.Tensor) -> int:
+    return int(maps.shape[-3])  # (B, heads, h, w, tokens) or (B, h, w, tokens)
+
+
 def attention_maps(controller: AttentionController, words_token_ids: Sequence[int], steps: range | None = None,
                    resolution: int | tuple[int, int] = 16, *, batch_index: int = 0,
                    sizes: Collection[int] | None = None) -> torch.Tensor:
-    """Average stored cross-attention maps of some tokens into one ``(H, W)`` map in [0, 1] (max 1).
+    """Average stored cross-attention maps of some tokens into one ``(H, W)`` map in [0, 1].
 
     Averages over heads, over the layers (only those whose map height is in ``sizes`` when given; always only maps
     of at least 2x2, a 1x1 map has no layout), over ``steps`` (default: the first half, ``i/T < 0.5``) and over the
-    token positions ``words_token_ids`` (see :func:`word_token_indices`); each layer's map is bilinearly resized to
-    ``resolution`` before averaging, and the result is divided by its max.
+    token positions ``words_token_ids`` (see :func:`word_token_indices`) at the maps' own resolution (maps of
+    different sizes are bilinearly resized to the largest one first), divides by the max and resizes bicubically to
+    ``resolution``, as the DiG-IN authors' foreground segmentation does (clamped to [0, 1]: bicubic overshoots).
     """
     if steps is None:
         steps = range(math.ceil(controller.num_steps / 2))
@@ -434,23 +439,43 @@ def attention_maps(controller: AttentionController, words_token_ids: Sequence[in
         raise ValueError("no token positions given")
     size = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
     wanted = set(steps)
-    total, count = None, 0
+    selected = []
     for (step, _name), maps in controller.maps.items():
-        if step not in wanted:
+        h, w = maps.shape[-3:-1]
+        if step not in wanted or min(h, w) < 2 or (sizes is not None and h not in sizes):
             continue
         m = maps[batch_index].float()
         if m.dim() == 4:  # per-head maps (heads, h, w, tokens)
             m = m.mean(dim=0)
-        h, w = m.shape[:2]
-        if min(h, w) < 2 or (sizes is not None and h not in sizes):
-            continue
-        m = m[..., tokens].mean(dim=-1)
-        m = F.interpolate(m[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
-        total = m if total is None else total + m
-        count += 1
-    if total is None:
-        raise ValueError(f"no stored cross-attention maps for steps {list(wanted)} (run a store pass first)")
+        selected.append(m[..., tokens].mean(dim=-1))
+    if not selected:
+        raise ValueError(f"no stored cross-attention maps for steps {list(wanted)}"
+                         f"{f' of sizes {sorted(sizes)}' if sizes is not None else ''} (run a store pass first)")
+    common = max((m.shape for m in selected), key=lambda hw: hw[0] * hw[1])
+    total = sum(m if m.shape == common else
+                F.interpolate(m[None, None], size=tuple(common), mode="bilinear", align_corners=False)[0, 0]
+                for m in selected)
     peak = total.max()
     if not peak > 0:
         raise ValueError("the averaged attention map is zero everywhere")
-    return (total / peak).clamp_(0.0, 1.0)
+    total = (total / peak)[None, None]
+    if tuple(total.shape[-2:]) != size:
+        total = F.interpolate(total, size=size, mode="bicubic", align_corners=False)
+    return total[0, 0].clamp_(0.0, 1.0)
+
+
+def mask_map_size(controller: AttentionController, steps: Collection[int] | None = None) -> tuple[int, int]:
+    """(height used, height wanted) of the maps a foreground mask is made of.
+
+    The authors average only the cross-attention maps at 1/4 of the latent side (16x16 for SD's 64x64 latents at
+    512 px), to which their squash and thresholds are tuned. When no layer has that size (tiny models) the nearest
+    stored height is used (the larger one on a tie); callers report the fallback.
+    """
+    if controller.latent_hw is None:
+        raise ValueError("the controller has not seen a UNet input: run a store pass first")
+    wanted = max(1, controller.latent_hw[0] // 4)
+    heights = {_map_height(m) for (step, _), m in controller.maps.items()
+               if (steps is None or step in steps) and min(m.shape[-3:-1]) >= 2}
+    if not heights:
+        raise ValueError("no stored cross-attention maps of at least 2x2 (run a store pass first)")
+    return min(heights, key=lambda h: (abs(h - wanted), -h)), wanted

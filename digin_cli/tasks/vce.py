@@ -9,6 +9,7 @@ and target classes, and the counterfactual metrics and pictures.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -138,6 +139,11 @@ def run(ctx: RunContext) -> dict:
                              "task.filter_predicted or select more images")
     sd, sampler = ctx.generator, ctx.sampler()
     cache_dir = Path(str(cfg.paths.cache_dir))
+    mask = str(cfg.segmentation.name)
+    if mask == "none":  # an ablation, never a silent default (conf/task/vce.yaml selects sam_hq)
+        print("digin: warning: segmentation=none — no foreground mask: Eq. 4 becomes a global distance and the "
+              "background is not blended; use segmentation=sam_hq (or attention) for the paper's method",
+              file=sys.stderr)
     segmenter = build_segmenter(cfg.segmentation, ctx.device)  # once per run, not per image
     captioner = build_captioner(cfg.captioner, cache_dir, ctx.device)
     editor = RealImageEditor(sd, sampler, segmenter, InversionCache(cache_dir / "inversions"),
@@ -179,7 +185,8 @@ def run(ctx: RunContext) -> dict:
             after = f(best.to(ctx.device)).softmax(-1)[0].cpu()
         summary = {"p_start_before": probs[start].item(), "p_target_before": probs[target].item(),
                    "p_start_after": after[start].item(), "p_target_after": after[target].item(),
-                   "flipped": int(after.argmax()) == target, "mask_coverage": prep.px_mask.mean().item(),
+                   "flipped": int(after.argmax()) == target, "mask": mask,
+                   "mask_coverage": prep.px_mask.mean().item(),
                    **distances(best, inv.original.cpu(), prep.px_mask.cpu())}
         writer = ctx.writer
         writer.save_image(item_dir, "original.png", inv.original)
@@ -190,6 +197,7 @@ def run(ctx: RunContext) -> dict:
         save_optimisation(ctx, item_dir, result, lambda m: f"p {m['p_target']:.3g} d {m['distance']:.3g}",
                           {**{k: v for k, v in item.items() if k != "plan"}, "caption": prep.source_prompt, "target_prompt": target_prompt,
                            "schedule": schedule.as_dict(), "reconstruction_error": inv.reconstruction_error,
+                           "mask": mask, "attention_maps": prep.attention_info,
                            "summary": summary})
         return summary
 

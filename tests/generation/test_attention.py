@@ -7,7 +7,7 @@ import torch
 from diffusers.models.attention_processor import AttnProcessor
 
 from digin_cli.generation.attention import (AttentionController, CrossAttentionProcessor, attention_control,
-                                            attention_maps, token_alignment, word_token_indices)
+                                            attention_maps, mask_map_size, token_alignment, word_token_indices)
 from digin_cli.generation.sampler import DDIMSampler, SamplerHooks
 
 SOURCE = "a photograph of a red fox"
@@ -313,11 +313,12 @@ def test_attention_maps_normalised(tiny_sd, tokenizer):
     tokens = word_token_indices(tokenizer, SOURCE, "red fox")
     mask = attention_maps(controller, tokens, resolution=16)
     assert mask.shape == (16, 16)
-    assert mask.min() >= 0 and mask.max() == 1
+    assert mask.min() >= 0 and mask.max() <= 1 and mask.max() > 0.9  # max 1 before the bicubic resize
     assert mask.std() > 0
     # Default steps = first half (i/T < 0.5); with all steps the map differs; per-head and averaged agree.
     everything = attention_maps(controller, tokens, range(tiny_sd.num_steps), 64)
-    assert everything.shape == (64, 64) and everything.max() == 1
+    assert everything.shape == (64, 64) and 0.9 < everything.max() <= 1
+    assert attention_maps(controller, tokens, resolution=8).max() == 1  # the maps' own size: no resize
     first_half = attention_maps(controller, tokens, range(2), 16)
     assert torch.equal(mask, first_half)
     controller.maps = {k: v.mean(1) for k, v in controller.maps.items()}
@@ -360,3 +361,46 @@ def test_gradients_flow_through_injection_with_checkpointing(tiny_sd, tokenizer)
     controller.mode = "off"
     off = _injected_grad(tiny_sd, controller, checkpointing=True)
     assert ((plain - off).norm() / plain.norm()).item() > 1e-3
+
+
+def _planted_controller(latent_side, blobs):
+    """A controller holding planted per-head maps: ``blobs`` = {height: (value, rows, cols)} over 2 steps."""
+    controller = AttentionController(2, guided=False, mode="store")
+    controller.latent_hw = (latent_side, latent_side)
+    for side, (value, rows, cols) in blobs.items():
+        for layer in ("down", "up"):
+            maps = torch.full((1, 2, side, side, 77), 0.01)
+            maps[:, :, rows(side), cols(side), 5] = value
+            for step in range(2):
+                controller.maps[(step, f"{layer}_{side}")] = maps
+    return controller
+
+
+def test_mask_maps_come_from_the_quarter_latent_side():
+    first, second = (lambda n: slice(0, n // 2)), (lambda n: slice(n // 2, n))
+    # At 512 px the latents are 64x64: the 16x16 maps put the object top-left; the sharper 64/32/8 maps (and
+    # much larger values) say bottom-right. The mask follows the 16x16 maps only, as the authors' code.
+    controller = _planted_controller(64, {64: (50.0, second, second), 32: (20.0, second, second),
+                                          16: (1.0, first, first), 8: (9.0, second, second)})
+    assert mask_map_size(controller) == (16, 16)
+    mask = attention_maps(controller, [5], range(1), 512, sizes={16})
+    assert mask.shape == (512, 512)
+    assert mask[:200, :200].min() > 0.95 and mask[312:, 312:].max() < 0.05
+    # Max-normalised at 16x16, then bicubic (not bilinear) upsampling, clamped to [0, 1].
+    planted = torch.full((16, 16), 0.01)
+    planted[:8, :8] = 1.0
+    bicubic = torch.nn.functional.interpolate(planted[None, None], size=(512, 512), mode="bicubic")[0, 0]
+    assert torch.allclose(mask, bicubic.clamp(0, 1), atol=1e-6)
+    # Everything averaged (no size filter) is dominated by the large sharp maps: bottom-right.
+    mixed = attention_maps(controller, [5], range(1), 512)
+    assert mixed[312:, 312:].mean() > mixed[:200, :200].mean()
+
+
+def test_mask_maps_fall_back_to_the_nearest_size():
+    whole = lambda n: slice(0, n)  # noqa: E731
+    # The tiny UNet: 8x8 latents, maps of 8x8 and 4x4; latent/4 = 2 does not exist, 4 is nearest.
+    assert mask_map_size(_planted_controller(8, {8: (1.0, whole, whole), 4: (1.0, whole, whole)})) == (4, 2)
+    assert mask_map_size(_planted_controller(96, {48: (1.0, whole, whole), 12: (1.0, whole, whole)})) == (12, 24)
+    assert mask_map_size(_planted_controller(64, {32: (1.0, whole, whole), 1: (1.0, whole, whole)})) == (32, 16)
+    with pytest.raises(ValueError, match="store pass"):
+        mask_map_size(AttentionController(2))
