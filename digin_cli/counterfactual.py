@@ -83,7 +83,8 @@ class RealImageEditor:
     def prepare(self, image: torch.Tensor, caption: str, object_words: str) -> PreparedImage:
         sd, sampler = self.sd, self.sampler
         key = InversionCache.key(image, sd_key=self.sd_key, num_steps=sampler.num_steps, guidance=sd.guidance_scale,
-                                 caption=caption, inner_steps=self.inner_steps, early_stop=self.early_stop)
+                                 caption=caption, dtype=sd.dtype, scheduler=sampler.scheduler.config,
+                                 inner_steps=self.inner_steps, early_stop=self.early_stop)
         inversion = self.cache.get_or_invert(
             key, lambda: invert(sd, sampler, image.to(sd.device), caption, self.inner_steps, self.early_stop),
             device=sd.device)

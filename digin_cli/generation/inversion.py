@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,19 +41,6 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------------------------------
 # DDIM inversion
-
-
-def _sync_scheduler(sampler: DDIMSampler) -> None:
-    """Make the shared scheduler step with this sampler's number of steps again.
-
-    ``DDIMScheduler.step`` reads the step size from the scheduler's ``num_inference_steps``, and one scheduler object
-    is shared by every sampler built on the same pipeline; a sampler made later with another step count changes it.
-    """
-    scheduler = sampler.scheduler
-    if scheduler.num_inference_steps != sampler.num_steps:
-        scheduler.set_timesteps(sampler.num_steps, device=sampler.timesteps.device)
-        if not torch.equal(scheduler.timesteps.cpu(), sampler.timesteps.cpu()):
-            raise RuntimeError("the scheduler's timesteps no longer match the sampler's")
 
 
 def inverse_scheduler(sampler: DDIMSampler) -> DDIMInverseScheduler:
@@ -113,7 +100,6 @@ def ddim_inversion(sampler: DDIMSampler, z0: torch.Tensor, cond: torch.Tensor) -
     to it; the check catches such drift, as well as the "linspace" spacing the inverse class does not implement.)
     The test suite also checks the numbers against the formula above written out with ``alphas_cumprod``.
     """
-    _sync_scheduler(sampler)
     inverse = inverse_scheduler(sampler)
     z = z0.float()
     latents = [z]
@@ -144,7 +130,6 @@ def null_text_inversion(sampler: DDIMSampler, inverted_latents: list[torch.Tenso
 
     At guidance <= 1 the unconditional branch is never evaluated: the plain null is returned for every step.
     """
-    _sync_scheduler(sampler)
     T = sampler.num_steps
     if len(inverted_latents) != T + 1:
         raise ValueError(f"expected {T + 1} inverted latents [z_0, ..., z_T], got {len(inverted_latents)}")
@@ -233,7 +218,6 @@ def invert(sd: StableDiffusion, sampler: DDIMSampler, image: torch.Tensor, capti
     uncond = null_text_inversion(sampler, latents, cond, uncond_init, inner_steps=inner_steps, early_stop=early_stop)
     z_T = latents[-1]
     with torch.no_grad():
-        _sync_scheduler(sampler)
         reconstruction = sampler.decode(sampler.sample(z_T, cond, uncond).latents)
         error = F.mse_loss(reconstruction, original).item()
     return Inversion(z_T=z_T.detach(), uncond=uncond.detach(), cond=cond.detach(), caption=caption,
@@ -261,16 +245,19 @@ class InversionCache:
 
     @staticmethod
     def key(image: torch.Tensor, *, sd_key: str, num_steps: int, guidance: float, caption: str,
-            inner_steps: int = 10, early_stop: float = 1e-5) -> str:
+            dtype: torch.dtype | str, scheduler: Mapping, inner_steps: int = 10, early_stop: float = 1e-5) -> str:
         """sha256 of the preprocessed image tensor (float32 bytes + shape) and every setting that changes the result.
 
-        ``sd_key`` names the generator, e.g. ``f"{cfg.pretrained or cfg.source}:{cfg.seed}"``.
+        ``sd_key`` names the generator, e.g. ``f"{cfg.pretrained or cfg.source}:{cfg.seed}"``; ``dtype`` is the
+        generator's precision (a bf16 inversion is not an fp32 one) and ``scheduler`` its scheduler's config
+        (``sampler.scheduler.config``: betas, spacing, offset and prediction type all move the DDIM chain).
         """
         pixels = image.detach().float().cpu().contiguous()
         settings = {"format": _FORMAT, "shape": list(pixels.shape), "sd": str(sd_key), "num_steps": int(num_steps),
                     "guidance": float(guidance), "caption": str(caption), "inner_steps": int(inner_steps),
-                    "early_stop": float(early_stop)}
-        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8"))
+                    "early_stop": float(early_stop), "dtype": str(dtype).removeprefix("torch."),
+                    "scheduler": {k: v for k, v in dict(scheduler).items() if not str(k).startswith("_")}}
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode("utf-8"))
         digest.update(pixels.numpy().tobytes())
         return digest.hexdigest()
 
