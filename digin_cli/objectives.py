@@ -1,7 +1,8 @@
 """The papers' objectives, each a loss to minimise on generated images in [0, 1].
 
 An objective is called as ``objective(images, augment, latents)`` and returns ``(loss, metrics)``: a scalar tensor
-and a dict of floats for reporting. ``latents`` are the VAE latents the images were decoded from (for distances in
+and a dict for reporting, floats on the evaluation path (``augment=False``) and detached tensors on the training
+path, where a float conversion would make every loss term wait for the device. ``latents`` are the VAE latents the images were decoded from (for distances in
 latent space). With ``augment=True`` the classifier sees random cutouts (training signal); with ``augment=False`` it
 sees the plain resized image (evaluation, iterate selection).
 """
@@ -12,6 +13,11 @@ import torch
 
 from digin_cli.augment import Cutouts
 from digin_cli.classifiers.base import Classifier
+
+
+def reported(metrics: dict[str, torch.Tensor], augment: bool) -> dict:
+    """Floats for the per-iterate evaluation; detached tensors (no device sync) inside the training loss."""
+    return {k: v.detach() if augment else float(v.detach()) for k, v in metrics.items()}
 
 
 def class_probability(classifier: Classifier, images: torch.Tensor, target: int, cutouts: Cutouts | None
@@ -37,7 +43,7 @@ class Disagreement:
         p_f = class_probability(self.f, images, self.target, cut)
         p_g = class_probability(self.g, images, self.target, cut)
         loss = p_g - p_f
-        return loss, {"p_f": p_f.item(), "p_g": p_g.item(), "loss": loss.item()}
+        return loss, reported({"p_f": p_f, "p_g": p_g, "loss": loss}, augment)
 
 
 class ForegroundAwareDistance:
@@ -54,11 +60,13 @@ class ForegroundAwareDistance:
         self.px_background, self.latent_background = 1 - px_mask, 1 - latent_mask
         self.w_vae, self.w_px = float(w_vae), float(w_px)
 
-    def __call__(self, images: torch.Tensor, latents: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(self, images: torch.Tensor, latents: torch.Tensor | None
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(distance, its parts as detached tensors)."""
         d_px = (self.px_background * (images - self.original) ** 2).mean()
         d_vae = (self.latent_background * (latents - self.latent_original) ** 2).mean() if latents is not None \
             else images.new_zeros(())
-        return self.w_vae * d_vae + self.w_px * d_px, {"d_vae": d_vae.item(), "d_px": d_px.item()}
+        return self.w_vae * d_vae + self.w_px * d_px, {"d_vae": d_vae.detach(), "d_px": d_px.detach()}
 
 
 class Counterfactual:
@@ -79,7 +87,7 @@ class Counterfactual:
         log_p = log_probs[:, self.target].mean()
         distance, parts = self.distance(images, latents)
         loss = distance - log_p
-        metrics = {"loss": loss.item(), "p_target": log_p.exp().item(), "distance": distance.item(), **parts}
+        metrics = {"loss": loss, "p_target": log_p.exp(), "distance": distance, **parts}
         if self.start is not None:
-            metrics["p_start"] = log_probs[:, self.start].exp().mean().item()
-        return loss, metrics
+            metrics["p_start"] = log_probs[:, self.start].exp().mean()
+        return loss, reported(metrics, augment)

@@ -64,3 +64,32 @@ def test_counterfactual_is_eq5():
     expected = 250 * ((images - original) ** 2).mean() - log_p
     assert abs(loss.item() - expected.item()) < 1e-5
     assert abs(metrics["p_start"] - f(images).softmax(-1)[0, 9].item()) < 1e-6
+
+
+def test_training_path_never_converts_to_python_numbers(monkeypatch):
+    """The training loss (augment=True) must not sync with the device: metrics stay detached tensors there."""
+    from digin_cli.objectives import Counterfactual, ForegroundAwareDistance
+
+    f, g = TinyClassifier(seed=1), TinyClassifier(seed=2)
+    images = torch.rand(1, 3, 64, 64, requires_grad=True)
+    distance = ForegroundAwareDistance(torch.rand(1, 3, 64, 64), torch.zeros(1, 4, 8, 8),
+                                       torch.zeros(1, 1, 64, 64), torch.zeros(1, 1, 8, 8))
+    objectives = [Disagreement(f, g, target=3, cutouts=Cutouts(2)), Counterfactual(f, 5, distance, Cutouts(2), 9)]
+    conversions = []
+
+    def spy(name, original):
+        def wrapper(self, *args, **kwargs):
+            conversions.append(name)
+            return original(self, *args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(torch.Tensor, "item", spy("item", torch.Tensor.item))
+    monkeypatch.setattr(torch.Tensor, "__float__", spy("float", torch.Tensor.__float__))
+    for objective in objectives:
+        loss, metrics = objective(images, True, torch.zeros(1, 4, 8, 8))
+        loss.backward()
+        assert conversions == [], type(objective).__name__
+        assert all(isinstance(v, torch.Tensor) and not v.requires_grad for v in metrics.values())
+        _, evaluated = objective(images, False, torch.zeros(1, 4, 8, 8))
+        assert conversions and all(isinstance(v, float) for v in evaluated.values())  # the spy does see them
+        conversions.clear()
