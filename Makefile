@@ -38,8 +38,9 @@ test-fast: $(VENV)/.dev-installed ## the test suite without the end-to-end CLI r
 
 bench: $(VENV)/.installed ## time / memory of one optimisation step vs T (tiny on CPU; sd15_random on GPU if present)
 	$(BIN)/python scripts/bench_step.py
+	MALLOC_MMAP_THRESHOLD_=65536 $(BIN)/python scripts/bench_classifier_ckpt.py  # convnext_b ckpt on/off, memory
 
-bench-vce: $(VENV)/.installed ## seconds for inversion and for one counterfactual (tiny on CPU; sd15_random on GPU)
+bench-vce: $(VENV)/.installed ## seconds for inversion / one counterfactual, attention bytes stored per image
 	$(BIN)/python scripts/bench_vce.py
 
 fig6: $(VENV)/.installed ## paper Fig. 6, ImageNet UVCEs (needs IMAGENET_VAL=/path/to/val and real weights, GPU)

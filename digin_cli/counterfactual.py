@@ -73,12 +73,23 @@ class RealImageEditor:
         sd_key: identifies the generator weights in cache keys.
         inner_steps, early_stop: null-text inversion settings (authors: 10, 1e-5).
         mask_steps: fraction of the first steps whose attention maps make the mask (authors: first half).
+        max_injection: the longest injection window :meth:`edit` will be asked for (authors: first 50 % of the
+            steps); only the steps inside it and the mask steps have their attention maps stored.
     """
 
     def __init__(self, sd: StableDiffusion, sampler: DDIMSampler, segmenter: Segmenter, cache: InversionCache,
-                 sd_key: str, inner_steps: int = 10, early_stop: float = 1e-5, mask_steps: float = 0.5):
+                 sd_key: str, inner_steps: int = 10, early_stop: float = 1e-5, mask_steps: float = 0.5,
+                 max_injection: float = 0.5):
         self.sd, self.sampler, self.segmenter, self.cache = sd, sampler, segmenter, cache
         self.sd_key, self.inner_steps, self.early_stop, self.mask_steps = sd_key, inner_steps, early_stop, mask_steps
+        self.max_injection = float(max_injection)
+
+    def stored_steps(self) -> list[int]:
+        """Steps whose source attention is kept: the largest injection window ``i/T < max_injection`` plus the mask
+        steps; the maps stay on the run's device."""
+        T = self.sampler.num_steps
+        mask = range(max(1, math.ceil(T * self.mask_steps)))
+        return sorted({i for i in range(T) if i / T < self.max_injection} | set(mask))
 
     def prepare(self, image: torch.Tensor, caption: str, object_words: str) -> PreparedImage:
         sd, sampler = self.sd, self.sampler
@@ -89,7 +100,7 @@ class RealImageEditor:
             key, lambda: invert(sd, sampler, image.to(sd.device), caption, self.inner_steps, self.early_stop),
             device=sd.device)
         # Maps are stored per head: injecting averaged maps changes the image even for an unchanged prompt.
-        controller = AttentionController.for_sampler(sampler, mode="store")
+        controller = AttentionController.for_sampler(sampler, mode="store", store_steps=self.stored_steps())
         with attention_control(sd.unet, controller), torch.no_grad():
             out = sampler.sample(inversion.z_T, inversion.cond, inversion.uncond, keep_trajectory=True,
                                  hooks=SamplerHooks(cross_attention_kwargs=controller.cross_attention_kwargs))
@@ -126,8 +137,12 @@ class RealImageEditor:
         """Swap the object words for ``target_words``, pick the best schedule, optimise; returns the result."""
         sd, sampler, controller = self.sd, self.sampler, prepared.controller
         target_prompt = replace_words(prepared.source_prompt, prepared.source_words, target_words)
+        if max(injections) > self.max_injection:
+            raise ValueError(f"injection window {max(injections)} exceeds the stored steps (max_injection="
+                             f"{self.max_injection}): build the editor with the largest window it will search")
         controller.token_map = token_alignment(sd.tokenizer, prepared.source_prompt, target_prompt,
-                                               prepared.source_words, target_words, embed=sd.encode_prompt)
+                                               prepared.source_words, target_words,
+                                               embed=sd.encode_prompt).to(sd.device)
         cond = sd.encode_prompt(target_prompt)
         uncond = prepared.inversion.uncond
         if not self.segmenter_active:

@@ -4,7 +4,9 @@ Builds the generator (tiny on CPU, or the real SD 1.5 architecture with random w
 the weight-free attention segmenter, then times on one synthetic image: the inversion (DDIM + null-text, the cache
 bypassed), preparing the image (attention-storing reconstruction + mask), and one counterfactual (the no-grad
 prompt-to-prompt schedule search plus the optimisation). Random weights make the images meaningless; the timings
-are those of the real architecture.
+are those of the real architecture. It also reports the bytes of source cross-attention stored per image: before
+(every one of the T steps, kept on the CPU and copied back to the device per layer per step) and now (only the steps
+of the largest injection window and the mask steps, kept on the run's device).
 
     python scripts/bench_vce.py                                   # tiny, CPU
     python scripts/bench_vce.py --generator sd15_random --device cuda
@@ -36,9 +38,10 @@ def main() -> None:
     from digin_cli.classifiers.timm_zoo import TimmClassifier
     from digin_cli.classifiers.tiny import TinyClassifier
     from digin_cli.counterfactual import RealImageEditor
+    from digin_cli.generation.attention import AttentionController, attention_control
     from digin_cli.generation.inversion import InversionCache, invert
     from digin_cli.generation.models import load_generator
-    from digin_cli.generation.sampler import DDIMSampler
+    from digin_cli.generation.sampler import DDIMSampler, SamplerHooks
     from digin_cli.objectives import Counterfactual, ForegroundAwareDistance
     from digin_cli.optimize import OptimSettings
     from digin_cli.segmentation.base import AttentionSegmenter
@@ -75,6 +78,13 @@ def main() -> None:
         prepared = editor.prepare(image, caption, "red fox")  # includes a second, cached-miss inversion
         sync()
         timings["prepare (inversion + attention store + mask)"] = time.perf_counter() - t0
+        stored_now = _stored_bytes(prepared.controller)
+        # The former store: every step, on the CPU (one more no-grad reconstruction pass, not timed).
+        every_step = AttentionController.for_sampler(sampler, mode="store", store_device="cpu")
+        with attention_control(sd.unet, every_step), torch.no_grad():
+            sampler.sample(prepared.inversion.z_T, prepared.inversion.cond, prepared.inversion.uncond,
+                           hooks=SamplerHooks(cross_attention_kwargs=every_step.cross_attention_kwargs))
+        stored_before = _stored_bytes(every_step)
         inv = prepared.inversion
         distance = ForegroundAwareDistance(inv.original, inv.latent_original, prepared.px_mask, prepared.latent_mask)
         objective = Counterfactual(f, 277, distance, Cutouts(16), start=None)
@@ -88,8 +98,23 @@ def main() -> None:
     for stage, seconds in timings.items():
         table.add_row(stage, f"{seconds:.2f}")
     Console().print(table)
+    T, kept = sampler.num_steps, len(prepared.controller.steps)
+    memory = Table(title="source cross-attention stored per image (per-head maps, every cross-attention layer)")
+    for column in ("store", "steps", "where", "MiB"):
+        memory.add_column(column)
+    memory.add_row("before: every step", f"{T}/{T}", "CPU (copied to the device per layer per step)",
+                   f"{stored_before / 2**20:.2f}")
+    memory.add_row(f"now: i/T < {editor.max_injection} + mask steps", f"{kept}/{T}", f"{args.device}",
+                   f"{stored_now / 2**20:.2f}")
+    Console().print(memory)
+    print(f"attention bytes per image: before {stored_before} B, after {stored_now} B "
+          f"({stored_before / stored_now:.2f}x less)")
     if device.type == "cuda":
         print(f"peak CUDA memory: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
+
+
+def _stored_bytes(controller) -> int:
+    return sum(m.numel() * m.element_size() for m in controller.maps.values())
 
 
 if __name__ == "__main__":

@@ -149,7 +149,7 @@ def run(ctx: RunContext) -> dict:
     editor = RealImageEditor(sd, sampler, segmenter, InversionCache(cache_dir / "inversions"),
                              sd_key=f"{cfg.generator.source}:{cfg.generator.pretrained or cfg.generator.get('seed')}",
                              inner_steps=int(task.inversion.inner_steps), early_stop=float(task.inversion.early_stop),
-                             mask_steps=float(task.mask_steps))
+                             mask_steps=float(task.mask_steps), max_injection=float(max(task.p2p.injections)))
     settings, cutouts = ctx.optim_settings(), ctx.cutouts()
     sims_cache: dict = {}
 

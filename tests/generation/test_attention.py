@@ -404,3 +404,21 @@ def test_mask_maps_fall_back_to_the_nearest_size():
     assert mask_map_size(_planted_controller(64, {32: (1.0, whole, whole), 1: (1.0, whole, whole)})) == (32, 16)
     with pytest.raises(ValueError, match="store pass"):
         mask_map_size(AttentionController(2))
+
+
+def test_store_keeps_only_the_requested_steps_on_the_probabilities_device(tiny_sd):
+    sampler = DDIMSampler(tiny_sd)
+    z_T, cond, uncond = tiny_sd.initial_latent(2), tiny_sd.encode_prompt(SOURCE), tiny_sd.null_embedding()
+    everything = AttentionController.for_sampler(sampler, mode="store")
+    some = AttentionController.for_sampler(sampler, mode="store", store_steps=[0, 2])
+    assert everything.store_device is None  # maps stay where the UNet computed them: no copy back per step
+    with torch.no_grad():
+        _sample(sampler, z_T, cond, uncond, everything)
+        _sample(sampler, z_T, cond, uncond, some)
+    assert everything.steps == [0, 1, 2, 3] and some.steps == [0, 2]
+    assert all(torch.equal(some.maps[key], everything.maps[key]) for key in some.maps)
+    # Injection within the stored steps reproduces the source; outside them it is plain attention.
+    some.mode, some.window = "inject", (0.0, 0.5)
+    with pytest.raises(KeyError, match="step 1"):
+        with torch.no_grad():
+            _sample(sampler, z_T, cond, uncond, some)
