@@ -2,8 +2,8 @@
 
 An objective is called as ``objective(images, augment, latents)`` and returns ``(loss, metrics)``: a scalar tensor
 and a dict for reporting, floats on the evaluation path (``augment=False``) and detached tensors on the training
-path, where a float conversion would make every loss term wait for the device. ``latents`` are the VAE latents the images were decoded from (for distances in
-latent space). With ``augment=True`` the classifier sees random cutouts (training signal); with ``augment=False`` it
+path, where a float conversion would make every loss term wait for the device. ``latents`` are the VAE latents the
+images were decoded from (for distances in latent space). With ``augment=True`` the classifier sees random cutouts (training signal); with ``augment=False`` it
 sees the plain resized image (evaluation, iterate selection).
 """
 
