@@ -58,6 +58,9 @@ def test_demo_disagreement_writes_every_output(tmp_path):
         metrics = json.loads((item / "metrics.json").read_text())
         assert [i["index"] for i in metrics["iterates"]] == [0, 1, 2]
         assert {"p_f", "p_g", "loss"} <= set(metrics["iterates"][0])
+        # The optimisation did something: the best iterate disagrees more than plain SD (iterate 0).
+        best, first = metrics["iterates"][metrics["best_iterate"]], metrics["iterates"][0]
+        assert best["p_f"] - best["p_g"] > first["p_f"] - first["p_g"], metrics["iterates"]
         assert metrics["peak_memory_mb"] > 0 and metrics["seconds"] > 0
         for name in ("init.png", "best.png", "iterates.png"):
             assert (item / name).stat().st_size > 0
