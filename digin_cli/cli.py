@@ -56,23 +56,27 @@ def preflight(argv: list[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(args.overrides)
     except HydraException as err:
         raise DiginError(f"{str(err).splitlines()[0]} — overrides look like key=value (see digin --help)") from None
-    single = []
-    for override, text in zip(parsed, args.overrides):
+    single, variants = [], []
+    for n, (override, text) in enumerate(zip(parsed, args.overrides)):
         group = override.key_or_group
         values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
         if group in GROUPS and group != "paths" and not override.is_delete():
             for value in values:
                 _check_group_choice(group, str(value))
+        elif override.is_sweep_override():  # a swept value: each one is type-checked like a single override
+            variants += [(n, f"{override.get_key_element()}={value}") for value in values[1:]]
         single.append(f"{override.get_key_element()}={values[0]}" if override.is_sweep_override() else text)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name="digin"):
-            cfg = compose("config", overrides=single)
+            cfg = compose("config", overrides=single, return_hydra_config=True)
+            check_config(cfg)
+            for n, text in variants:
+                check_config(compose("config", overrides=[*single[:n], text, *single[n + 1:]]))
     except HydraException as err:
         raise DiginError(f"{str(err).splitlines()[0]} — see digin --help for groups and options") from None
     finally:
         GlobalHydra.instance().clear()
-    check_config(cfg)
     _check_writable(Path(str(cfg.paths.output_root)).expanduser())
 
 

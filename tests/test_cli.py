@@ -127,11 +127,21 @@ def test_unknown_class_suggests_close_matches_and_writes_no_item(tmp_path):
     ("task=disagrement", ["unknown task", "disagreement"]),
     ("generator.num_steps=0", ["generator.num_steps", "positive"]),
     ("optimizer.steps=-1", ["optimizer.steps"]),
+    ("optimizer.steps=abc", ["optimizer.steps must be an integer >= 0", "'abc'"]),
+    ("task.seeds=[a]", ["task.seeds must be a list of integers", "'a'"]),
+    ("optimizer.lr=0", ["optimizer.lr must be a number > 0"]),
+    ("optimizer.lr=-0.5", ["optimizer.lr must be a number > 0", "-0.5"]),
 ])
 def test_bad_overrides_fail_before_any_output(tmp_path, override, needles):
     proc = digin(*FAST, override, f"paths.output_root={tmp_path}")
     assert_one_line_error(proc, *needles)
     assert not list(tmp_path.glob("*/runs/*"))
+
+
+def test_a_bad_value_anywhere_in_a_sweep_fails_before_any_job(tmp_path):
+    proc = digin("-m", *FAST, "optimizer.lr=0.1,-1", f"paths.output_root={tmp_path}")
+    assert_one_line_error(proc, "optimizer.lr", "-1")
+    assert not list(tmp_path.rglob("status.json"))
 
 
 def test_unwritable_output_folder(tmp_path):

@@ -66,3 +66,24 @@ def test_run_dirs_are_unique_per_process_and_grouped_by_task():
     from omegaconf import OmegaConf
 
     assert OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["subdir"] == "${hydra.job.num}"
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optimizer.steps=abc", "optimizer.steps must be an integer >= 0, got 'abc'"),
+    ("optimizer.steps=2.5", "optimizer.steps must be an integer >= 0, got 2.5"),
+    ("task.seeds=[a]", "task.seeds must be a list of integers, got 'a'"),
+    ("task.seeds=[0,true]", "task.seeds must be a list of integers, got True"),
+    ("optimizer.lr=0", "optimizer.lr must be a number > 0, got 0"),
+    ("optimizer.lr=-1e-3", "optimizer.lr must be a number > 0, got -0.001"),
+    ("optimizer.lr=fast", "optimizer.lr must be a number > 0, got 'fast'"),
+    ("generator.resolution=100", "generator.resolution must be a positive multiple of 8"),
+    ("seed=x", "seed must be an integer, got 'x'"),
+])
+def test_check_config_names_the_key_and_the_expected_type(override, message):
+    from digin_cli.configs import check_config
+    from digin_cli.errors import DiginError
+
+    check_config(compose("config", overrides=["experiment=demo"]))  # the shipped values pass
+    with pytest.raises(DiginError) as err:
+        check_config(compose("config", overrides=["experiment=demo", override]))
+    assert message in str(err.value) and " — pass e.g. " in str(err.value) and "\n" not in str(err.value)
