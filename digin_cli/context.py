@@ -28,6 +28,13 @@ class RunContext:
     writer: Writer
     tracker: Tracker
     _classifiers: dict = field(default_factory=dict)
+    rng: torch.Generator | None = None
+    """The random source of cutouts, noise and any sampling, on the run's device; ``run_items`` reseeds it per item
+    from (seed, item key)."""
+
+    def __post_init__(self):
+        if self.rng is None:
+            self.rng = torch.Generator(device=self.device).manual_seed(int(self.cfg.seed))
 
     @cached_property
     def generator(self) -> StableDiffusion:
@@ -49,4 +56,4 @@ class RunContext:
         return OptimSettings(**fields, optimizer=instantiate(opt.optimizer))
 
     def cutouts(self) -> Cutouts:
-        return Cutouts(**self.cfg.optimizer.augment)
+        return Cutouts(**self.cfg.optimizer.augment, generator=self.rng)

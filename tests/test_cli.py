@@ -69,6 +69,26 @@ def test_demo_disagreement_writes_every_output(tmp_path):
     assert "classifier disagreement" in proc.stdout  # the end-of-run table
 
 
+def _numbers(metrics: dict) -> dict:
+    """metrics.json without what legitimately differs between runs (time, memory)."""
+    drop = {"seconds", "peak_memory_mb"}
+    return {k: ({kk: vv for kk, vv in v.items() if kk not in drop} if isinstance(v, dict) else v)
+            for k, v in metrics.items() if k not in drop}
+
+
+def test_an_item_gives_identical_results_alone_or_after_another_item(tmp_path):
+    """Cutouts and noise are seeded per item: [goldfish, red fox] in one job, then [red fox] alone."""
+    both = digin(*FAST[:-1], "task.classes=[goldfish,red fox]", f"paths.output_root={tmp_path / 'both'}")
+    alone = digin(*FAST[:-1], "task.classes=[red fox]", f"paths.output_root={tmp_path / 'alone'}")
+    assert both.returncode == 0 and alone.returncode == 0, both.stderr + alone.stderr
+    a, b = (next((tmp_path / r).glob("*/runs/*")) for r in ("both", "alone"))
+    item_a, item_b = (next(run.glob("red_fox*/seed_0")) for run in (a, b))
+    m_a, m_b = (json.loads((i / "metrics.json").read_text()) for i in (item_a, item_b))
+    assert _numbers(m_a) == _numbers(m_b)
+    assert (item_a / "best.png").read_bytes() == (item_b / "best.png").read_bytes()
+    assert (item_a / "iterates.png").read_bytes() == (item_b / "iterates.png").read_bytes()
+
+
 def test_sample_task_names_files_by_prompt_and_seed_and_logs_to_wandb(tmp_path):
     proc = digin("task=sample", "generator=tiny", "device=cpu", "task.prompts=[a red fox,a koala]",
                  "task.seeds=[3]", f"paths.output_root={tmp_path}", "logger=offline",

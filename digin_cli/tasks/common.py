@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from digin_cli.context import RunContext
-from digin_cli.device import peak_memory_mb, reset_peak_memory
+from digin_cli.device import item_seed, peak_memory_mb, reset_peak_memory, seed_everything
 from digin_cli.errors import DiginError
 from digin_cli.io.atomic import atomic_write_text
 from digin_cli.io.progress import print_table, track
@@ -25,6 +25,10 @@ def run_items(ctx: RunContext, items: Iterable[tuple[Path, dict]], work: Callabl
     (``done(path)``: by default its ``metrics.json`` exists) is read back, never redone; a failing item is recorded
     as a row with ``status=failed`` and an ``error.log``, and the others still run. User errors (bad input) stop the
     job: they would fail every item the same way.
+
+    Before each item, ``ctx.rng`` (cutouts, noise) and the global RNGs are reseeded from (``seed``, the item's path
+    relative to the job folder): an item's result is the same alone, after other items, in a resumed or a sharded
+    sweep.
     """
     rows = []
     items = list(items)
@@ -33,6 +37,9 @@ def run_items(ctx: RunContext, items: Iterable[tuple[Path, dict]], work: Callabl
             rows.append({**item, "status": "done before"} | _read_row(item_dir))
             continue
         reset_peak_memory(ctx.device)
+        seed = item_seed(int(ctx.cfg.seed), item_dir.relative_to(ctx.output_dir).as_posix())
+        ctx.rng.manual_seed(seed)
+        seed_everything(seed)
         try:
             row = work(item_dir, item)
             rows.append({**item, "status": "ok", **row})
