@@ -99,7 +99,8 @@ def _execute(cfg: DictConfig, output_dir: Path, hydra_cfg, job: _Job) -> dict:
         mode=cfg.logger.mode, project=cfg.logger.project, entity=cfg.logger.entity,
         group=cfg.logger.group or Path(hydra_cfg.sweep.dir).name, tags=list(cfg.logger.tags),
         name=f"{cfg.task.name}-{output_dir.name}", job_type=cfg.task.name, dir=str(output_dir),
-        config={**OmegaConf.to_container(cfg, resolve=True), "overrides": overrides})
+        config={**OmegaConf.to_container(cfg, resolve=True), "overrides": overrides},
+        lazy=True)  # started by run_items, once the task has checked its inputs
     ctx = RunContext(cfg, output_dir, device, dtype, Writer(output_dir), tracker)
     summary = task(ctx) or {}
     return {"status": "ok", **summary}

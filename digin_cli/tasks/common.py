@@ -32,6 +32,7 @@ def run_items(ctx: RunContext, items: Iterable[tuple[Path, dict]], work: Callabl
     """
     rows = []
     items = list(items)
+    ctx.tracker.start()  # a task calls run_items once its inputs are checked: only now may a W&B run appear
     for item_dir, item in track(items, description):
         if done(item_dir):
             rows.append({**item, "status": "done before"} | _read_row(item_dir))
