@@ -38,7 +38,7 @@ class RunContext:
 
     @cached_property
     def generator(self) -> StableDiffusion:
-        return load_generator(self.cfg.generator, self.device, self.dtype)
+        return load_generator(self.cfg.generator, self.device, self.dtype, cache_dir=str(self.cfg.paths.cache_dir))
 
     def classifier(self, key: str = "classifier") -> Classifier:
         """The classifier of config group ``key`` (``classifier`` or ``classifier2``), built once per job."""

@@ -87,3 +87,10 @@ def test_check_config_names_the_key_and_the_expected_type(override, message):
     with pytest.raises(DiginError) as err:
         check_config(compose("config", overrides=["experiment=demo", override]))
     assert message in str(err.value) and " — pass e.g. " in str(err.value) and "\n" not in str(err.value)
+
+
+def test_every_cache_follows_paths_cache_dir():
+    cfg = compose("config", overrides=["classifier=clip_vit_b16_zeroshot", "classifier2=clip_vit_b16_zeroshot",
+                                       "paths.cache_dir=/scratch/me/digin"])
+    assert cfg.classifier.cache_dir == "/scratch/me/digin/zeroshot"
+    assert cfg.classifier2.cache_dir == "/scratch/me/digin/zeroshot"
