@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from digin_cli.configs import CONF_DIR, GROUPS, check_config, options, register
 from digin_cli.errors import DiginError, suggest
@@ -38,6 +38,25 @@ def _check_writable(folder: Path) -> None:
     except OSError as err:
         raise DiginError(f"cannot write to output folder '{folder}' ({err.strerror or err}) — set "
                          "paths.output_root=/a/writable/folder") from None
+
+
+def _check_creatable(folder: Path, key: str) -> None:
+    """``folder`` (which Hydra creates later, so it is not created here) can be made and written to.
+
+    Tried for real, in the nearest existing ancestor, with a temporary folder removed at once: permission bits say
+    nothing for root or for filesystems such as /proc.
+    """
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "a file is in the way", str(existing))
+        probe = Path(tempfile.mkdtemp(dir=existing, prefix=".digin-write-test-"))
+        probe.rmdir()
+    except OSError as err:
+        raise DiginError(f"cannot write to {key} '{folder}' ({err.strerror or err}) — set "
+                         f"{key}=/a/writable/folder") from None
 
 
 def preflight(argv: list[str]) -> None:
@@ -78,6 +97,9 @@ def preflight(argv: list[str]) -> None:
     finally:
         GlobalHydra.instance().clear()
     _check_writable(Path(str(cfg.paths.output_root)).expanduser())
+    multirun = args.multirun or str(OmegaConf.select(cfg, "hydra.mode")) == "RunMode.MULTIRUN"
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    _check_creatable(Path(str(OmegaConf.select(cfg, key))).expanduser(), key)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -98,8 +120,9 @@ def main() -> None:
     from digin_cli.callbacks import failed_jobs
 
     if failed_jobs:  # the other jobs ran to the end; still, a sweep with failures must not look like a success
-        print(f"digin: error: sweep jobs {', '.join(failed_jobs)} failed — see sweep_status.csv and each job's "
-              "status.json", file=sys.stderr)
+        print(f"digin: error: sweep jobs {', '.join(failed_jobs)} failed, were refused or are incomplete — see "
+              "sweep_status.csv and each job's status.json; re-run the same command to complete a killed sweep",
+              file=sys.stderr)
         sys.exit(1)
 
 

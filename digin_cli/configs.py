@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import secrets
 from pathlib import Path
@@ -35,6 +37,27 @@ def options(group: str) -> list[str]:
     """The config names a group offers."""
     folder = CONF_DIR / ("classifier" if group == "classifier2" else group)
     return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+#: Top-level config keys that cannot change a result: where files go and where metrics are logged. Hydra's own node
+#: (launcher, run / sweep folders) is not part of a job's config at all.
+_NOT_RESULTS = ("paths", "logger")
+#: Keys that choose which items a job runs, not what an item computes (they count for a job, not for an item).
+SHARD_KEYS = ("shard_index", "num_shards")
+
+
+def config_hash(cfg: DictConfig, item: bool = False) -> str:
+    """A short hash of the resolved config minus paths, logger and launcher settings (and, for ``item``, minus the
+    sharding keys): equal hashes mean a stored result is a result of this config, so a resumed sweep may reuse it.
+    """
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for key in _NOT_RESULTS + ("hydra",):
+        plain.pop(key, None)
+    if item and isinstance(plain.get("task"), dict):
+        for key in SHARD_KEYS:
+            plain["task"].pop(key, None)
+    text = json.dumps(plain, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _number(cfg: DictConfig, key: str, kind: type, minimum: float | None = None, above: bool = False,
@@ -93,3 +116,8 @@ def check_config(cfg: DictConfig) -> None:
     _number(cfg, "task.num_targets", int, 1, optional=True, example="1")
     _int_list(cfg, "task.seeds")
     _int_list(cfg, "task.indices")
+    num_shards = _number(cfg, "task.num_shards", int, 1, optional=True, example="8")
+    shard = _number(cfg, "task.shard_index", int, 0, optional=True, example="0")
+    if num_shards is not None and shard is not None and shard >= num_shards:
+        raise DiginError(f"task.shard_index must be below task.num_shards ({num_shards}), got {shard} — pass e.g. "
+                         f"task.shard_index='range({num_shards})' with -m")

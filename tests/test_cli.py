@@ -54,7 +54,7 @@ def test_demo_disagreement_writes_every_output(tmp_path):
     assert json.loads((run / "status.json").read_text())["status"] == "ok"
     assert "classifier2" in (run / "config.yaml").read_text()
     for seed in (0, 1):
-        item = run / "goldfish" / f"seed_{seed}"
+        item = run / "1_goldfish" / f"seed_{seed}"
         metrics = json.loads((item / "metrics.json").read_text())
         assert [i["index"] for i in metrics["iterates"]] == [0, 1, 2]
         assert {"p_f", "p_g", "loss"} <= set(metrics["iterates"][0])
@@ -82,7 +82,7 @@ def test_an_item_gives_identical_results_alone_or_after_another_item(tmp_path):
     alone = digin(*FAST[:-1], "task.classes=[red fox]", f"paths.output_root={tmp_path / 'alone'}")
     assert both.returncode == 0 and alone.returncode == 0, both.stderr + alone.stderr
     a, b = (next((tmp_path / r).glob("*/runs/*")) for r in ("both", "alone"))
-    item_a, item_b = (next(run.glob("red_fox*/seed_0")) for run in (a, b))
+    item_a, item_b = (run / "277_red_fox" / "seed_0" for run in (a, b))
     m_a, m_b = (json.loads((i / "metrics.json").read_text()) for i in (item_a, item_b))
     assert _numbers(m_a) == _numbers(m_b)
     assert (item_a / "best.png").read_bytes() == (item_b / "best.png").read_bytes()
@@ -110,7 +110,7 @@ def test_multirun_jobs_get_own_folders_and_are_never_redone(tmp_path):
     statuses = [json.loads((sweep / str(j) / "status.json").read_text()) for j in (0, 1)]
     assert [s["status"] for s in statuses] == ["ok", "ok"]
     assert (sweep / "sweep_status.csv").exists()
-    best = sweep / "0" / "goldfish" / "seed_0" / "best.png"
+    best = sweep / "0" / "1_goldfish" / "seed_0" / "best.png"
     before = best.stat().st_mtime_ns
     again = digin(*args)
     assert again.returncode == 0
@@ -126,7 +126,7 @@ def test_a_failing_sweep_job_is_recorded_the_others_run_and_the_exit_code_says_s
     assert "Traceback" not in proc.stderr
     statuses = {j: json.loads((sweep / j / "status.json").read_text())["status"] for j in ("0", "1")}
     assert statuses == {"0": "ok", "1": "failed"}
-    assert (sweep / "0" / "goldfish" / "seed_0" / "metrics.json").exists()
+    assert (sweep / "0" / "1_goldfish" / "seed_0" / "metrics.json").exists()
     assert "failed" in (sweep / "sweep_status.csv").read_text()
 
 

@@ -11,7 +11,7 @@ from digin_cli.tasks.common import run_items
 
 
 def _ctx(tmp_path, seed=0):
-    return RunContext(OmegaConf.create({"seed": seed}), tmp_path, torch.device("cpu"), torch.float32,
+    return RunContext(OmegaConf.create({"seed": seed, "task": {}}), tmp_path, torch.device("cpu"), torch.float32,
                       Writer(tmp_path), Tracker("disabled"))
 
 
