@@ -25,8 +25,8 @@ def run_items(ctx: RunContext, items: Iterable[tuple[Path, dict]], work: Callabl
     ``path`` is where the item's outputs go (a folder, or one file for single-file items). Only this job's shard of
     the items runs (:func:`shard`). A finished item (``done(path)``: by default its ``metrics.json`` exists) is read
     back, never redone, if its metrics carry this config's hash, and refused (one line) if not; a failing item is
-    recorded as a row with ``status=failed`` and an ``error.log``, and the others still run. User errors (bad input) stop the
-    job: they would fail every item the same way.
+    recorded as a row with ``status=failed`` and an ``error.log``, and the others still run. User errors (bad input)
+    stop the job: they would fail every item the same way.
 
     Before each item, ``ctx.rng`` (cutouts, noise) and the global RNGs are reseeded from (``seed``, the item's path
     relative to the job folder): an item's result is the same alone, after other items, in a resumed or a sharded

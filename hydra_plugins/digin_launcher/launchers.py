@@ -1,4 +1,5 @@
-"""Hydra's submitit launchers (SLURM, local), made to survive killed jobs.
+"""digin's Hydra launchers: submitit's SLURM and local launchers, made to survive killed jobs (Hydra loads
+launchers only from the hydra_plugins package, so they live here rather than in digin_cli).
 
 Submitit's launcher collects every job's return value and raises as soon as one job has none: a job that SLURM
 killed (time limit, preemption, out of memory) or that got SIGKILL. Hydra then aborts the multirun, so the sweep
