@@ -43,11 +43,15 @@ bench: $(VENV)/.installed ## time / memory of one optimisation step vs T (tiny o
 bench-vce: $(VENV)/.installed ## seconds for inversion / one counterfactual, attention bytes stored per image
 	$(BIN)/python scripts/bench_vce.py
 
-fig6: $(VENV)/.installed ## paper Fig. 6, ImageNet UVCEs (needs IMAGENET_VAL=/path/to/val and real weights, GPU)
-	$(BIN)/digin experiment=fig6 $(ARGS)
+# SHARDS=N splits a figure's images over N sweep jobs (task.shard_index / task.num_shards); with
+# ARGS='hydra/launcher=slurm hydra.launcher.partition=<yours>' each shard is one SLURM job.
+SHARDING = $(if $(SHARDS),-m task.shard_index='range($(SHARDS))' task.num_shards=$(SHARDS))
 
-fig8: $(VENV)/.installed ## paper Fig. 8, zero-shot CLIP viaduct UVCEs (needs IMAGENET_VAL=/path/to/val, weights, GPU)
-	$(BIN)/digin experiment=fig8 $(ARGS)
+fig6: $(VENV)/.installed ## paper Fig. 6, ImageNet UVCEs (needs IMAGENET_VAL=/path/to/val and real weights, GPU)
+	$(BIN)/digin $(SHARDING) experiment=fig6 $(ARGS)
+
+fig8: $(VENV)/.installed ## paper Fig. 8, zero-shot CLIP viaduct UVCEs; SHARDS=8 ARGS=hydra/launcher=slurm: 8 jobs
+	$(BIN)/digin $(SHARDING) experiment=fig8 $(ARGS)
 
 clean-outputs: ## delete run outputs
 	rm -rf outputs

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from digin_cli.configs import CONF_DIR, GROUPS, check_config, options, register
 from digin_cli.errors import DiginError, suggest
@@ -40,6 +40,25 @@ def _check_writable(folder: Path) -> None:
                          "paths.output_root=/a/writable/folder") from None
 
 
+def _check_creatable(folder: Path, key: str) -> None:
+    """``folder`` (which Hydra creates later, so it is not created here) can be made and written to.
+
+    Tried for real, in the nearest existing ancestor, with a temporary folder removed at once: permission bits say
+    nothing for root or for filesystems such as /proc.
+    """
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "a file is in the way", str(existing))
+        probe = Path(tempfile.mkdtemp(dir=existing, prefix=".digin-write-test-"))
+        probe.rmdir()
+    except OSError as err:
+        raise DiginError(f"cannot write to {key} '{folder}' ({err.strerror or err}) — set "
+                         f"{key}=/a/writable/folder") from None
+
+
 def preflight(argv: list[str]) -> None:
     """Validate the command line the way the job will see it, without running anything."""
     from hydra import compose, initialize_config_dir
@@ -56,24 +75,31 @@ def preflight(argv: list[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(args.overrides)
     except HydraException as err:
         raise DiginError(f"{str(err).splitlines()[0]} — overrides look like key=value (see digin --help)") from None
-    single = []
-    for override, text in zip(parsed, args.overrides):
+    single, variants = [], []
+    for n, (override, text) in enumerate(zip(parsed, args.overrides)):
         group = override.key_or_group
         values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
         if group in GROUPS and group != "paths" and not override.is_delete():
             for value in values:
                 _check_group_choice(group, str(value))
+        elif override.is_sweep_override():  # a swept value: each one is type-checked like a single override
+            variants += [(n, f"{override.get_key_element()}={value}") for value in values[1:]]
         single.append(f"{override.get_key_element()}={values[0]}" if override.is_sweep_override() else text)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name="digin"):
-            cfg = compose("config", overrides=single)
+            cfg = compose("config", overrides=single, return_hydra_config=True)
+            check_config(cfg)
+            for n, text in variants:
+                check_config(compose("config", overrides=[*single[:n], text, *single[n + 1:]]))
     except HydraException as err:
         raise DiginError(f"{str(err).splitlines()[0]} — see digin --help for groups and options") from None
     finally:
         GlobalHydra.instance().clear()
-    check_config(cfg)
     _check_writable(Path(str(cfg.paths.output_root)).expanduser())
+    multirun = args.multirun or str(OmegaConf.select(cfg, "hydra.mode")) == "RunMode.MULTIRUN"
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    _check_creatable(Path(str(OmegaConf.select(cfg, key))).expanduser(), key)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -94,8 +120,9 @@ def main() -> None:
     from digin_cli.callbacks import failed_jobs
 
     if failed_jobs:  # the other jobs ran to the end; still, a sweep with failures must not look like a success
-        print(f"digin: error: sweep jobs {', '.join(failed_jobs)} failed — see sweep_status.csv and each job's "
-              "status.json", file=sys.stderr)
+        print(f"digin: error: sweep jobs {', '.join(failed_jobs)} failed, were refused or are incomplete — see "
+              "sweep_status.csv and each job's status.json; re-run the same command to complete a killed sweep",
+              file=sys.stderr)
         sys.exit(1)
 
 

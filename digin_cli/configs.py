@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import secrets
 from pathlib import Path
@@ -37,16 +39,88 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
+#: Top-level config keys that cannot change a result: where files go and where metrics are logged. Hydra's own node
+#: (launcher, run / sweep folders) is not part of a job's config at all.
+_NOT_RESULTS = ("paths", "logger")
+#: Keys that choose which items a job runs, not what an item computes (they count for a job, not for an item).
+SHARD_KEYS = ("shard_index", "num_shards")
+
+
+def config_hash(cfg: DictConfig, item: bool = False) -> str:
+    """A short hash of the resolved config minus paths, logger and launcher settings (and, for ``item``, minus the
+    sharding keys): equal hashes mean a stored result is a result of this config, so a resumed sweep may reuse it.
+    """
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for key in _NOT_RESULTS + ("hydra",):
+        plain.pop(key, None)
+    if item and isinstance(plain.get("task"), dict):
+        for key in SHARD_KEYS:
+            plain["task"].pop(key, None)
+    text = json.dumps(plain, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _number(cfg: DictConfig, key: str, kind: type, minimum: float | None = None, above: bool = False,
+            optional: bool = False, example: str = "1") -> float | int | None:
+    """``cfg[key]`` as an int or float, or a DiginError naming the key, the expected type and range."""
+    value = OmegaConf.select(cfg, key, throw_on_missing=False)
+    if value is None and optional:
+        return None
+    bound = "" if minimum is None else f" {'>' if above else '>='} {minimum:g}"
+    expected = f"{'an integer' if kind is int else 'a number'}{bound}"
+    if kind is int and minimum == 0:
+        expected = "a positive integer" if above else "an integer >= 0"
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and kind is int and isinstance(value, float):
+        ok = value.is_integer()
+    if ok and minimum is not None:
+        ok = value > minimum if above else value >= minimum
+    if not ok:
+        raise DiginError(f"{key} must be {expected}, got {value!r} — pass e.g. {key}={example}")
+    return kind(value)
+
+
+def _int_list(cfg: DictConfig, key: str) -> None:
+    values = OmegaConf.select(cfg, key, throw_on_missing=False)
+    if values is None:
+        return
+    items = list(values) if OmegaConf.is_list(values) or isinstance(values, (list, tuple)) else [values]
+    for v in items:
+        if isinstance(v, bool) or not (isinstance(v, int) or (isinstance(v, float) and v.is_integer())):
+            raise DiginError(f"{key} must be a list of integers, got {v!r} in it — pass e.g. {key}='[0,1]'")
+
+
 def check_config(cfg: DictConfig) -> None:
-    """Cheap checks on values that would otherwise fail deep inside a job (also run by the CLI pre-flight)."""
-    if int(cfg.generator.num_steps) <= 0:
-        raise DiginError(f"generator.num_steps must be a positive integer, got {cfg.generator.num_steps}")
-    if int(cfg.optimizer.steps) < 0:
-        raise DiginError(f"optimizer.steps must be >= 0, got {cfg.optimizer.steps}")
-    if int(cfg.optimizer.loss_steps) < 1:
-        raise DiginError(f"optimizer.loss_steps must be >= 1, got {cfg.optimizer.loss_steps}")
-    if float(cfg.generator.guidance_scale) < 1.0:
-        raise DiginError(f"generator.guidance_scale must be >= 1, got {cfg.generator.guidance_scale}")
+    """Cheap checks on values that would otherwise fail deep inside a job (also run by the CLI pre-flight).
+
+    Every number a user may override on the command line is checked for its type and range here, so that
+    ``optimizer.steps=abc`` or ``optimizer.lr=0`` is one line naming the key, not a traceback minutes later.
+    """
+    _number(cfg, "seed", int, example="0")
+    _number(cfg, "generator.num_steps", int, 0, above=True, example="20")
+    _number(cfg, "generator.guidance_scale", float, 1.0, example="3.0")
+    resolution = _number(cfg, "generator.resolution", int, 0, above=True, example="512")
+    if resolution % 8:
+        raise DiginError(f"generator.resolution must be a positive multiple of 8, got {resolution} — pass e.g. "
+                         "generator.resolution=512")
+    _number(cfg, "optimizer.steps", int, 0, example="20")
+    _number(cfg, "optimizer.loss_steps", int, 1, example="3")
+    _number(cfg, "optimizer.lr", float, 0, above=True, example="0.01")
+    for factor in ("latent_lr_factor", "cond_lr_factor", "uncond_lr_factor"):
+        _number(cfg, f"optimizer.{factor}", float, 0, example="1.0")
+    _number(cfg, "optimizer.grad_clip", float, 0, above=True, optional=True, example="1.0")
+    _number(cfg, "optimizer.augment.num", int, 0, example="16")
+    _number(cfg, "optimizer.augment.power", float, 0, above=True, example="0.3")
+    _number(cfg, "optimizer.augment.noise_sd", float, 0, example="0.005")
+    _number(cfg, "task.images_per_class", int, 1, optional=True, example="1")
+    _number(cfg, "task.num_targets", int, 1, optional=True, example="1")
+    _int_list(cfg, "task.seeds")
+    _int_list(cfg, "task.indices")
+    num_shards = _number(cfg, "task.num_shards", int, 1, optional=True, example="8")
+    shard = _number(cfg, "task.shard_index", int, 0, optional=True, example="0")
+    if num_shards is not None and shard is not None and shard >= num_shards:
+        raise DiginError(f"task.shard_index must be below task.num_shards ({num_shards}), got {shard} — pass e.g. "
+                         f"task.shard_index='range({num_shards})' with -m")
     check_precision(cfg)
 
 

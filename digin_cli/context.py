@@ -28,10 +28,17 @@ class RunContext:
     writer: Writer
     tracker: Tracker
     _classifiers: dict = field(default_factory=dict)
+    rng: torch.Generator | None = None
+    """The random source of cutouts, noise and any sampling, on the run's device; ``run_items`` reseeds it per item
+    from (seed, item key)."""
+
+    def __post_init__(self):
+        if self.rng is None:
+            self.rng = torch.Generator(device=self.device).manual_seed(int(self.cfg.seed))
 
     @cached_property
     def generator(self) -> StableDiffusion:
-        return load_generator(self.cfg.generator, self.device, self.dtype)
+        return load_generator(self.cfg.generator, self.device, self.dtype, cache_dir=str(self.cfg.paths.cache_dir))
 
     def classifier(self, key: str = "classifier") -> Classifier:
         """The classifier of config group ``key`` (``classifier`` or ``classifier2``), built once per job."""
@@ -49,4 +56,4 @@ class RunContext:
         return OptimSettings(**fields, optimizer=instantiate(opt.optimizer))
 
     def cutouts(self) -> Cutouts:
-        return Cutouts(**self.cfg.optimizer.augment)
+        return Cutouts(**self.cfg.optimizer.augment, generator=self.rng)

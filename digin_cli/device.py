@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import resource
 import sys
@@ -50,6 +51,16 @@ def seed_everything(seed: int) -> None:
         np.random.seed(seed % 2**32)
     except ImportError:  # numpy is optional for torch
         pass
+
+
+def item_seed(seed: int, key: str) -> int:
+    """A seed for one item from the run's ``seed`` and the item's key (its path relative to the job folder).
+
+    A stable hash, not Python's salted ``hash``: the same item gets the same seed in every process, whichever items
+    ran before it in the job, so a resumed or sharded sweep reproduces a fresh one.
+    """
+    digest = hashlib.sha256(f"{int(seed)}/{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 def reset_peak_memory(device: torch.device) -> None:

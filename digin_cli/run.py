@@ -1,15 +1,18 @@
 """The job wrapper: one Hydra job from config to status.json.
 
-Whatever happens, a job leaves its resolved ``config.yaml`` and a ``status.json`` (ok / failed / interrupted, error
-text, seconds, peak memory) in its output folder and finishes W&B, so sequential multiruns never log into each
-other's runs. User errors (:class:`DiginError`) become one line on stderr and exit code 2; other exceptions keep
+Whatever happens, a job leaves its resolved ``config.yaml`` and a ``status.json`` (running at start, then ok / failed
+/ interrupted, error text, seconds, peak memory, config hash) in its output folder and finishes W&B, so sequential
+multiruns never log into each other's runs. A folder whose status.json holds another config hash is refused, never
+resumed. User errors (:class:`DiginError`) become one line on stderr and exit code 2; other exceptions keep
 their traceback in ``error.log`` and exit 1. In a multirun a failed job is recorded and the sweep goes on; a job
-whose folder already holds ``status: ok`` is never run again.
+whose folder already holds ``status: ok`` with the same config hash is never run again.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sys
 import time
 import traceback
@@ -17,7 +20,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from digin_cli.configs import check_config
+from digin_cli.configs import check_config, config_hash
 from digin_cli.device import peak_memory_mb, reset_peak_memory, resolve_device, resolve_dtype, seed_everything
 from digin_cli.errors import DiginError
 from digin_cli.io.atomic import atomic_write_json, atomic_write_text
@@ -38,16 +41,27 @@ def run(cfg: DictConfig) -> dict:
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    digest = config_hash(cfg)
     previous = previous_status(output_dir)
+    if previous is not None and previous.get("config_hash") != digest:
+        return _refuse(output_dir, previous, digest, multirun)
     if previous and previous.get("status") == "ok":
         print(f"digin: {output_dir} already completed; not running it again", file=sys.stderr)
+        if "refused" in previous:  # a refusal of another config is settled once the folder's own config ran again
+            previous.pop("refused")
+            atomic_write_json(output_dir / "status.json", previous)
         return previous
 
-    status: dict = {"status": "running", "task": cfg.task.name, "output_dir": str(output_dir)}
+    status: dict = {"status": "running", "task": cfg.task.name, "output_dir": str(output_dir), "config_hash": digest,
+                    "host": socket.gethostname(), "pid": os.getpid(),
+                    **{k.lower(): os.environ[k] for k in ("SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID") if k in os.environ}}
     start = time.perf_counter()
     job = _Job()
     try:
         atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        # Written first: a job killed by SLURM (timeout, preemption, OOM) or SIGKILL leaves 'running' behind, which
+        # the sweep summary reports as incomplete.
+        atomic_write_json(output_dir / "status.json", status)
         status.update(_execute(cfg, output_dir, hydra_cfg, job))
     except DiginError as err:
         status.update(status="failed", error=str(err))
@@ -66,12 +80,29 @@ def run(cfg: DictConfig) -> dict:
         status["seconds"] = round(time.perf_counter() - start, 3)
         if job.device is not None:
             status["peak_memory_mb"] = round(peak_memory_mb(job.device), 1)
+        atomic_write_json(output_dir / "status.json", status)  # before W&B, which must not be able to prevent it
         if job.tracker is not None:
-            job.tracker.finish(exit_code=job.exit_code)
-        atomic_write_json(output_dir / "status.json", status)
+            try:
+                job.tracker.finish(exit_code=job.exit_code)
+            except Exception as err:  # the job's results are written; a W&B hiccup must not turn them into a crash
+                print(f"digin: warning: could not finish the W&B run ({type(err).__name__}: {err})", file=sys.stderr)
     if job.exit_code and not multirun:
         sys.exit(job.exit_code)
     return status
+
+
+def _refuse(output_dir: Path, previous: dict, digest: str, multirun: bool) -> dict:
+    """Never resume a folder holding results of another configuration: its items would be returned as if they
+    were this config's. Nothing of the folder is changed but a note in status.json that the sweep summary reads."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    message = (f"{output_dir} holds a run of a different configuration (config hash "
+               f"{previous.get('config_hash') or 'missing'}, this one {digest}) — pass a new {key}= to keep both, "
+               "or delete that folder")
+    print(f"digin: error: {message}", file=sys.stderr)
+    if not multirun:
+        sys.exit(2)
+    atomic_write_json(output_dir / "status.json", {**previous, "refused": message})
+    return {**previous, "status": "refused", "error": message}
 
 
 class _Job:
@@ -99,7 +130,8 @@ def _execute(cfg: DictConfig, output_dir: Path, hydra_cfg, job: _Job) -> dict:
         mode=cfg.logger.mode, project=cfg.logger.project, entity=cfg.logger.entity,
         group=cfg.logger.group or Path(hydra_cfg.sweep.dir).name, tags=list(cfg.logger.tags),
         name=f"{cfg.task.name}-{output_dir.name}", job_type=cfg.task.name, dir=str(output_dir),
-        config={**OmegaConf.to_container(cfg, resolve=True), "overrides": overrides})
+        config={**OmegaConf.to_container(cfg, resolve=True), "overrides": overrides},
+        lazy=True)  # started by run_items, once the task has checked its inputs
     ctx = RunContext(cfg, output_dir, device, dtype, Writer(output_dir), tracker)
     summary = task(ctx) or {}
     return {"status": "ok", **summary}

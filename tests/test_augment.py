@@ -29,3 +29,15 @@ def test_power_below_one_favours_large_crops():
     small = Cutouts(num=200, power=3.0, noise_sd=0)(images, (16, 16), generator=gen)
     contains = lambda crops: (crops.amax(dim=(1, 2, 3)) > 0).float().mean()  # noqa: E731
     assert contains(big) > contains(small)
+
+
+def test_the_attached_generator_feeds_crops_and_noise_and_a_call_generator_wins():
+    images = torch.rand(2, 3, 48, 48)
+    gen = torch.Generator().manual_seed(3)
+    cut = Cutouts(num=4, power=0.3, noise_sd=0.05, generator=gen)
+    first = cut(images, (16, 16))
+    gen.manual_seed(3)
+    assert torch.equal(cut(images, (16, 16)), first)  # reseeding the generator replays crops and noise
+    assert not torch.equal(cut(images, (16, 16)), first)  # ... and it advances
+    explicit = cut(images, (16, 16), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(explicit, first)

@@ -87,3 +87,31 @@ def test_zoo_classifiers_checkpoint_their_gradients_by_default():
         assert compose("config", overrides=[f"classifier={option}"]).classifier.grad_checkpointing is True, option
     off = compose("config", overrides=["classifier=convnext_b", "classifier.grad_checkpointing=false"])
     assert off.classifier.grad_checkpointing is False
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optimizer.steps=abc", "optimizer.steps must be an integer >= 0, got 'abc'"),
+    ("optimizer.steps=2.5", "optimizer.steps must be an integer >= 0, got 2.5"),
+    ("task.seeds=[a]", "task.seeds must be a list of integers, got 'a'"),
+    ("task.seeds=[0,true]", "task.seeds must be a list of integers, got True"),
+    ("optimizer.lr=0", "optimizer.lr must be a number > 0, got 0"),
+    ("optimizer.lr=-1e-3", "optimizer.lr must be a number > 0, got -0.001"),
+    ("optimizer.lr=fast", "optimizer.lr must be a number > 0, got 'fast'"),
+    ("generator.resolution=100", "generator.resolution must be a positive multiple of 8"),
+    ("seed=x", "seed must be an integer, got 'x'"),
+])
+def test_check_config_names_the_key_and_the_expected_type(override, message):
+    from digin_cli.configs import check_config
+    from digin_cli.errors import DiginError
+
+    check_config(compose("config", overrides=["experiment=demo"]))  # the shipped values pass
+    with pytest.raises(DiginError) as err:
+        check_config(compose("config", overrides=["experiment=demo", override]))
+    assert message in str(err.value) and " — pass e.g. " in str(err.value) and "\n" not in str(err.value)
+
+
+def test_every_cache_follows_paths_cache_dir():
+    cfg = compose("config", overrides=["classifier=clip_vit_b16_zeroshot", "classifier2=clip_vit_b16_zeroshot",
+                                       "paths.cache_dir=/scratch/me/digin"])
+    assert cfg.classifier.cache_dir == "/scratch/me/digin/zeroshot"
+    assert cfg.classifier2.cache_dir == "/scratch/me/digin/zeroshot"

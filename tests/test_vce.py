@@ -148,6 +148,21 @@ def test_bad_image_inputs(workdir, case):
     assert no_items(workdir, f"bad_{case}_out")
 
 
+def test_a_rejected_input_leaves_no_wandb_run(workdir):
+    empty = workdir / "empty_for_wandb"
+    empty.mkdir(exist_ok=True)
+    proc = subprocess.run([*DIGIN, "task=vce", "generator=tiny", "classifier=tiny_a", "segmentation=tiny_sam",
+                           "device=cpu", f"paths.output_root={workdir / 'wb'}", f"paths.cache_dir={workdir / 'cache'}",
+                           f"task.images={empty}", "task.targets=[goldfish]", "logger=offline"],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
+                               "WANDB_SILENT": "true"})
+    one_line_error(proc, str(empty))
+    (run,) = (workdir / "wb").glob("vce/runs/*")
+    assert json.loads((run / "status.json").read_text())["status"] == "failed"
+    assert not (run / "wandb").exists()
+
+
 def test_unknown_target_suggests_close_match(workdir):
     proc = digin(workdir, f"task.images={workdir / 'fox.png'}", "task.targets=[goldfsh]", output="bad_target")
     one_line_error(proc, "goldfsh", "goldfish")

@@ -55,6 +55,3 @@ def build_captioner(cfg, cache_dir: str | os.PathLike | None = None,
         raise TypeError(f"{get('_target_')} built {type(captioner).__name__}, not a digin Captioner")
     return captioner
 
-
-__all__ = ["Captioner", "TemplateCaptioner", "HFCaptioner", "build_captioner", "force_prefix", "join_continuation",
-           "fit_clip_tokens", "fill_template", "image_hash", "model_slug", "DEFAULT_TEMPLATE", "DEFAULT_MAX_TOKENS"]

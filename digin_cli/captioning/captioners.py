@@ -276,7 +276,7 @@ class HFCaptioner(Captioner):
             caption = force_prefix(text, self.template, start_class)
         from digin_cli.generation.tokenizer import clip_tokenizer
 
-        return fit_clip_tokens(caption, prefix, self.max_tokens, clip_tokenizer())
+        return fit_clip_tokens(caption, prefix, self.max_tokens, clip_tokenizer(str(self.cache_root)))
 
     def _inputs(self, pil, prefix: str) -> tuple[dict[str, torch.Tensor], list[int] | None]:
         """Model inputs for one image, and the prompt's token ids (None when the model is not prompted)."""

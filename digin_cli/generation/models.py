@@ -86,8 +86,8 @@ class StableDiffusion:
         return posterior.mean.float() * self.vae.config.scaling_factor
 
 
-def _pipeline(unet, vae, text_encoder, scheduler) -> StableDiffusionPipeline:
-    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(), unet=unet,
+def _pipeline(unet, vae, text_encoder, scheduler, cache_dir: str | None = None) -> StableDiffusionPipeline:
+    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(cache_dir), unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
 
@@ -97,7 +97,7 @@ def _sd_scheduler() -> DDIMScheduler:
                          set_alpha_to_one=False, steps_offset=1)
 
 
-def tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
+def tiny_pipeline(seed: int = 0, cache_dir: str | None = None) -> StableDiffusionPipeline:
     """A tiny random SD 1.x pipeline (64 px images, 8x8 latents), identical on every machine for a given seed.
 
     Same classes and data path as SD 1.5 (cross-attention UNet, 8x-downsampling VAE, CLIP text encoder with the real
@@ -120,7 +120,7 @@ def tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
             vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
             max_position_embeddings=77, projection_dim=32, hidden_act="quick_gelu",
             bos_token_id=49406, eos_token_id=49407, pad_token_id=49407))
-    return _pipeline(unet, vae, text_encoder, _sd_scheduler())
+    return _pipeline(unet, vae, text_encoder, _sd_scheduler(), cache_dir)
 
 
 def _sd15_config(component: str) -> dict:
@@ -128,14 +128,14 @@ def _sd15_config(component: str) -> dict:
     return {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
 
 
-def random_sd15_pipeline(seed: int = 0) -> StableDiffusionPipeline:
+def random_sd15_pipeline(seed: int = 0, cache_dir: str | None = None) -> StableDiffusionPipeline:
     """The real SD 1.5 architecture (configs shipped in the package) with random weights, for benchmarks."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = UNet2DConditionModel.from_config(_sd15_config("unet"))
         vae = AutoencoderKL.from_config(_sd15_config("vae"))
         text_encoder = CLIPTextModel(CLIPTextConfig(**_sd15_config("text_encoder")))
-    return _pipeline(unet, vae, text_encoder, DDIMScheduler.from_config(_sd15_config("scheduler")))
+    return _pipeline(unet, vae, text_encoder, DDIMScheduler.from_config(_sd15_config("scheduler")), cache_dir)
 
 
 def pretrained_pipeline(pretrained: str, dtype: torch.dtype = torch.float32) -> StableDiffusionPipeline:
@@ -157,13 +157,18 @@ def pretrained_pipeline(pretrained: str, dtype: torch.dtype = torch.float32) -> 
                          f"generator.pretrained=/path/to/a/local/diffusers/folder") from None
 
 
-def load_generator(cfg, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> StableDiffusion:
-    """Build the :class:`StableDiffusion` described by a ``generator`` config node."""
+def load_generator(cfg, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                   cache_dir: str | None = None) -> StableDiffusion:
+    """Build the :class:`StableDiffusion` described by a ``generator`` config node.
+
+    ``cache_dir`` (``paths.cache_dir``) holds the tokenizer files of the tiny / random generators; pretrained ones
+    bring their own tokenizer from the Hugging Face cache.
+    """
     source = cfg.get("source", "pretrained")
     if source == "tiny":
-        pipe = tiny_pipeline(int(cfg.get("seed", 0)))
+        pipe = tiny_pipeline(int(cfg.get("seed", 0)), cache_dir)
     elif source == "random_sd15":
-        pipe = random_sd15_pipeline(int(cfg.get("seed", 0)))
+        pipe = random_sd15_pipeline(int(cfg.get("seed", 0)), cache_dir)
     elif source == "pretrained":
         if not cfg.get("pretrained"):
             raise DiginError("generator.pretrained is empty — set it to a hub id or a local diffusers folder")

@@ -27,7 +27,11 @@ def _scalar(value: Any) -> Any:
 
 
 class Tracker:
-    """A W&B run, or nothing at all when disabled. Use as a context manager so the run is always finished."""
+    """A W&B run, or nothing at all when disabled. Use as a context manager so the run is always finished.
+
+    With ``lazy=True`` the run starts at :meth:`start` or at the first thing logged, not in the constructor: a job
+    checks its inputs first, so a rejected input leaves no W&B run (and no run folder) behind.
+    """
 
     def __init__(
         self,
@@ -40,37 +44,34 @@ class Tracker:
         job_type: str | None = None,
         dir: str | None = None,
         config: dict | None = None,
+        lazy: bool = False,
     ):
         if mode not in MODES:
             hint = suggest(str(mode), MODES)
             raise DiginError(f"unknown logger mode {mode!r}{hint}; use logger=disabled|offline|online")
         self.mode = mode
         self.run: Any = None
-        if mode == "disabled":
-            return
+        self._init = dict(project=project, entity=entity, group=group, tags=list(tags) if tags else None, name=name,
+                          job_type=job_type, dir=dir, config=config)
+        self._finished = False
+        if not lazy:
+            self.start()
 
+    def start(self) -> None:
+        """Start the W&B run (once; nothing when disabled or already finished)."""
+        if self.mode == "disabled" or self.run is not None or self._finished:
+            return
         import wandb  # deferred: importing wandb costs seconds and is pointless when disabled
 
-        if dir is not None:
-            Path(dir).mkdir(parents=True, exist_ok=True)  # wandb falls back to a temp dir when it is missing
-        self._wandb = wandb
+        init, self._wandb = self._init, wandb
+        if init["dir"] is not None:
+            Path(init["dir"]).mkdir(parents=True, exist_ok=True)  # wandb falls back to a temp dir when it is missing
         try:
-            self.run = wandb.init(
-                project=project,
-                entity=entity,
-                group=group,
-                tags=list(tags) if tags else None,
-                name=name,
-                job_type=job_type,
-                dir=dir,
-                config=_plain(config),
-                mode=mode,
-                reinit="finish_previous",
-                settings=_settings(wandb),
-            )
+            self.run = wandb.init(**{**init, "config": _plain(init["config"])}, mode=self.mode,
+                                  reinit="finish_previous", settings=_settings(wandb))
         except Exception as e:  # no API key, no network, bad entity: all fixable by the user
             detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            fix = "run `wandb login` or use logger=offline" if mode == "online" else "check the W&B directory"
+            fix = "run `wandb login` or use logger=offline" if self.mode == "online" else "check the W&B directory"
             raise DiginError(f"could not start the W&B run ({detail}); {fix}") from e
 
     @property
@@ -78,22 +79,26 @@ class Tracker:
         return self.run is not None
 
     def log(self, metrics: dict, step: int | None = None) -> None:
+        self.start()
         if self.run is not None:
             self.run.log({k: _scalar(v) for k, v in metrics.items()}, step=step)
 
     def log_images(self, images: dict[str, Any], step: int | None = None) -> None:
         """Log tensors (``(3,H,W)`` in [0,1]) or PIL images as ``wandb.Image``."""
+        self.start()
         if self.run is None:
             return
         self.run.log({k: self._wandb.Image(tensor_to_pil(v)) for k, v in images.items()}, step=step)
 
     def summary(self, values: dict) -> None:
+        self.start()
         if self.run is not None:
             self.run.summary.update({k: _scalar(v) for k, v in values.items()})
 
     def finish(self, exit_code: int = 0) -> None:
         """Finish the run; later calls do nothing."""
         run, self.run = self.run, None  # cleared first so a finish that raises is not retried
+        self._finished = True
         if run is not None:
             run.finish(exit_code=exit_code)
 

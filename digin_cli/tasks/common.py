@@ -8,8 +8,9 @@ import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from digin_cli.configs import config_hash
 from digin_cli.context import RunContext
-from digin_cli.device import peak_memory_mb, reset_peak_memory
+from digin_cli.device import item_seed, peak_memory_mb, reset_peak_memory, seed_everything
 from digin_cli.errors import DiginError
 from digin_cli.io.atomic import atomic_write_text
 from digin_cli.io.progress import print_table, track
@@ -21,18 +22,33 @@ def run_items(ctx: RunContext, items: Iterable[tuple[Path, dict]], work: Callabl
               description: str, done: Callable[[Path], bool] = Writer.is_done) -> list[dict]:
     """Run ``work(path, item)`` for every item and return one summary row each.
 
-    ``path`` is where the item's outputs go (a folder, or one file for single-file items). A finished item
-    (``done(path)``: by default its ``metrics.json`` exists) is read back, never redone; a failing item is recorded
-    as a row with ``status=failed`` and an ``error.log``, and the others still run. User errors (bad input) stop the
-    job: they would fail every item the same way.
+    ``path`` is where the item's outputs go (a folder, or one file for single-file items). Only this job's shard of
+    the items runs (:func:`shard`). A finished item (``done(path)``: by default its ``metrics.json`` exists) is read
+    back, never redone, if its metrics carry this config's hash, and refused (one line) if not; a failing item is
+    recorded as a row with ``status=failed`` and an ``error.log``, and the others still run. User errors (bad input)
+    stop the job: they would fail every item the same way.
+
+    Before each item, ``ctx.rng`` (cutouts, noise) and the global RNGs are reseeded from (``seed``, the item's path
+    relative to the job folder): an item's result is the same alone, after other items, in a resumed or a sharded
+    sweep.
     """
     rows = []
-    items = list(items)
+    items = shard(ctx, list(items))
+    digest = config_hash(ctx.cfg, item=True)
+    ctx.tracker.start()  # a task calls run_items once its inputs are checked: only now may a W&B run appear
     for item_dir, item in track(items, description):
         if done(item_dir):
-            rows.append({**item, "status": "done before"} | _read_row(item_dir))
+            metrics = _read_metrics(item_dir)
+            if metrics is not None and metrics.get("config_hash") != digest:
+                raise DiginError(f"{item_dir} holds a result of a different configuration (config hash "
+                                 f"{metrics.get('config_hash') or 'missing'}, this one {digest}) — pass a new "
+                                 "hydra.sweep.dir= (or hydra.run.dir=) to keep both, or delete that folder")
+            rows.append({**item, "status": "done before"} | (metrics or {}).get("summary", {}))
             continue
         reset_peak_memory(ctx.device)
+        seed = item_seed(int(ctx.cfg.seed), item_dir.relative_to(ctx.output_dir).as_posix())
+        ctx.rng.manual_seed(seed)
+        seed_everything(seed)
         try:
             row = work(item_dir, item)
             rows.append({**item, "status": "ok", **row})
@@ -48,11 +64,21 @@ def run_items(ctx: RunContext, items: Iterable[tuple[Path, dict]], work: Callabl
     return rows
 
 
-def _read_row(item_dir: Path) -> dict:
+def shard(ctx: RunContext, items: list) -> list:
+    """This job's share of ``items`` under ``task.shard_index`` / ``task.num_shards``: every ``num_shards``-th item
+    from ``shard_index`` on (the authors' ``index % world_size`` split), so shards are disjoint, balanced, and their
+    union is the unsharded list, whatever machine runs which shard."""
+    num = int(ctx.cfg.task.get("num_shards", 1) or 1)
+    index = int(ctx.cfg.task.get("shard_index", 0) or 0)
+    return items[index::num] if num > 1 else items
+
+
+def _read_metrics(item_dir: Path) -> dict | None:
     try:
-        return json.loads((item_dir / "metrics.json").read_text()).get("summary", {})
+        metrics = json.loads((item_dir / "metrics.json").read_text())
     except (OSError, ValueError):
-        return {}
+        return None
+    return metrics if isinstance(metrics, dict) else None
 
 
 def save_optimisation(ctx: RunContext, item_dir: Path, result: OptimResult, caption: Callable[[dict], str],
@@ -64,7 +90,8 @@ def save_optimisation(ctx: RunContext, item_dir: Path, result: OptimResult, capt
     writer.save_strip(item_dir, "iterates.png", [i.image for i in result.iterates],
                       [f"it {i.index}{' *' if i.index == result.best_index else ''}\n{caption(i.metrics)}"
                        for i in result.iterates])
-    metrics = {**metrics, "best_iterate": result.best_index, "error": result.error,
+    metrics = {**metrics, "config_hash": config_hash(ctx.cfg, item=True), "best_iterate": result.best_index,
+               "error": result.error,
                "seconds": round(result.seconds, 3), "peak_memory_mb": round(peak_memory_mb(ctx.device), 1),
                "iterates": [{"index": i.index, **i.metrics} for i in result.iterates]}
     ctx.tracker.log_images({f"{item_dir.relative_to(ctx.output_dir)}/best": result.best.image,

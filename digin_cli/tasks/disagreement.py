@@ -42,8 +42,9 @@ def run(ctx: RunContext) -> dict:
                           {**item, "prompt": prompt, "summary": summary})
         return summary | ({"error": result.error} if result.error else {})
 
-    items = [(ctx.writer.item_dir(f.class_names[y], f"seed_{s}"), {"class": f.class_names[y], "class_index": y,
-                                                                  "seed": s})
+    # The class index is part of the folder: ImageNet names repeat ("missile" is 657 and 744).
+    items = [(ctx.writer.item_dir(f"{y}_{f.class_names[y]}", f"seed_{s}"),
+              {"class": f.class_names[y], "class_index": y, "seed": s})
              for y in targets for s in seeds]
     rows = run_items(ctx, items, work, "disagreement")
     return finish(ctx, rows, "classifier disagreement: p_f ↑ − p_g ↓",

@@ -201,7 +201,7 @@ def run(ctx: RunContext) -> dict:
                            "summary": summary})
         return summary
 
-    items = [(ctx.writer.item_dir(image.name, f.class_names[target]),
+    items = [(ctx.writer.item_dir(image.name, f"{target}_{f.class_names[target]}"),  # names repeat; indices do not
               {"image": image.name, "start": f.class_names[start], "target": f.class_names[target], "plan": n})
              for n, (image, start, target, _) in enumerate(plan)]
     rows = run_items(ctx, items, work, "counterfactuals")

@@ -45,3 +45,10 @@ def test_shipped_sd15_unet_config_is_the_real_architecture():
         unet = UNet2DConditionModel.from_config(_sd15_config("unet"))
     # Stable Diffusion 1.5's UNet has 859,520,964 parameters.
     assert sum(p.numel() for p in unet.parameters()) == 859_520_964
+
+
+def test_tiny_generator_keeps_its_tokenizer_files_under_the_given_cache_dir(tmp_path):
+    sd = load_generator(tiny_generator_cfg(), cache_dir=str(tmp_path))
+    (folder,) = tmp_path.glob("clip-tokenizer-openclip-*")
+    assert (folder / "merges.txt").is_file() and (folder / "vocab.json").is_file()
+    assert sd.tokenizer("a red fox").input_ids[:5] == [49406, 320, 736, 3240, 49407]

@@ -129,3 +129,16 @@ def test_offline_run_records_history_images_and_summary(wandb_env: Path, tmp_pat
     assert rows[1]["p"] == pytest.approx(0.6)
     assert summary["best_loss"] == 0.25
     assert list((runs[run_id] / "files" / "media" / "images").glob("strip_2_*.png"))
+
+
+def test_a_lazy_tracker_writes_nothing_until_started(wandb_env: Path, tmp_path: Path):
+    run_root = tmp_path / "job" / "wandb_dir"
+    t = Tracker(mode="offline", project="digin-test", name="lazy", dir=str(run_root), lazy=True)
+    assert not t.enabled and not run_root.exists()
+    t.finish(1)  # a job rejected before it started: nothing to finish, nothing written
+    t.log({"loss": 1.0})  # finished trackers stay finished
+    assert not run_root.exists()
+    t2 = Tracker(mode="offline", project="digin-test", name="lazy2", dir=str(run_root), lazy=True)
+    t2.log({"loss": 1.0})  # the first thing logged starts the run
+    assert t2.enabled and list(run_root.glob("wandb/offline-run-*"))
+    t2.finish()
