@@ -311,7 +311,8 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=None, help="image size (default: the generator's)")
     parser.add_argument("--checkpointing", choices=("both", "on", "off", "auto"), default="both")
     parser.add_argument("--classifiers", choices=tuple(PAIRS), default=None, help="pair (default: tiny for tiny)")
-    parser.add_argument("--backward", choices=("two_stage", "single"), default="two_stage")
+    parser.add_argument("--backward", choices=("two_stage", "single", "both"), default="two_stage")
+    parser.add_argument("--classifier-ckpt", action="store_true", help="timm gradient checkpointing in the classifiers")
     parser.add_argument("--chunk", type=int, default=4, help="cutouts per chunk in the two-stage backward")
     parser.add_argument("--cutouts", type=int, default=16)
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet")
@@ -351,12 +352,14 @@ def main() -> None:
                 print(f"skipping {gen}: it needs a GPU (pass --device cpu explicitly to force it)", file=sys.stderr)
                 continue
             modes = {"both": ("true", "false"), "on": ("true",), "off": ("false",), "auto": ("auto",)}
+            backward = {"both": (False, True), "single": (False,), "two_stage": (True,)}[args.backward]
             for ckpt in modes[args.checkpointing]:
-                for T in args.steps or [5, 10, 20, 40]:
-                    plan.append(_spec(args, generator=gen, device=device, T=T, checkpointing=ckpt,
-                                      classifiers=args.classifiers or ("tiny" if gen == "tiny" else "convnext_vit"),
-                                      two_stage=args.backward == "two_stage", compile=args.compile,
-                                      section="sweep"))
+                for two_stage in backward:
+                    for T in args.steps or [5, 10, 20, 40]:
+                        plan.append(_spec(args, generator=gen, device=device, T=T, checkpointing=ckpt,
+                                          classifiers=args.classifiers or ("tiny" if gen == "tiny" else "convnext_vit"),
+                                          two_stage=two_stage, compile=args.compile, section="sweep",
+                                          classifier_ckpt=args.classifier_ckpt))
     groups: dict[tuple, list[dict]] = {}
     for spec in plan:
         if args.device and args.suite == "lean":
