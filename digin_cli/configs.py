@@ -121,6 +121,12 @@ def check_config(cfg: DictConfig) -> None:
     if num_shards is not None and shard is not None and shard >= num_shards:
         raise DiginError(f"task.shard_index must be below task.num_shards ({num_shards}), got {shard} — pass e.g. "
                          f"task.shard_index='range({num_shards})' with -m")
+    opt = cfg.optimizer
+    if opt.get("checkpointing", True) not in (True, False, "auto"):
+        raise DiginError(f"optimizer.checkpointing must be true, false or auto, got {opt.checkpointing} — pass e.g. "
+                         "optimizer.checkpointing=auto")
+    _number(cfg, "optimizer.memory_budget_gb", float, 0, optional=True, example="40")
+    _number(cfg, "optimizer.augment.chunk", int, 1, optional=True, example="4")
     check_precision(cfg)
 
 

@@ -41,3 +41,20 @@ def test_the_attached_generator_feeds_crops_and_noise_and_a_call_generator_wins(
     assert not torch.equal(cut(images, (16, 16)), first)  # ... and it advances
     explicit = cut(images, (16, 16), generator=torch.Generator().manual_seed(3))
     assert torch.equal(explicit, first)
+
+
+def test_draw_then_apply_in_slices_equals_one_call():
+    images = torch.rand(2, 3, 48, 40)
+    cut = Cutouts(num=7, power=0.3, noise_sd=0.01)
+    whole = cut(images, (16, 16), generator=torch.Generator().manual_seed(3))
+    draw = cut.draw((48, 40), 2, (16, 16), generator=torch.Generator().manual_seed(3))
+    parts = [cut.apply(images, draw, slice(s, s + 3)) for s in range(0, 7, 3)]
+    assert [p.shape[0] for p in parts] == [6, 6, 2]  # views x batch, view-major
+    assert torch.equal(torch.cat(parts), whole)
+
+
+def test_generator_set_on_cutouts_is_used():
+    images = torch.rand(1, 3, 32, 32)
+    a = Cutouts(4, generator=torch.Generator().manual_seed(9))(images, (8, 8))
+    b = Cutouts(4)(images, (8, 8), generator=torch.Generator().manual_seed(9))
+    assert torch.equal(a, b)

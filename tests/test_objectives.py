@@ -93,3 +93,23 @@ def test_training_path_never_converts_to_python_numbers(monkeypatch):
         _, evaluated = objective(images, False, torch.zeros(1, 4, 8, 8))
         assert conversions and all(isinstance(v, float) for v in evaluated.values())  # the spy does see them
         conversions.clear()
+
+
+def test_chunks_of_views_add_up_to_the_mean_over_views():
+    from digin_cli.objectives import Counterfactual, ForegroundAwareDistance
+
+    f, g = TinyClassifier(seed=1), TinyClassifier(seed=2)
+    images = torch.rand(1, 3, 64, 64)
+    objective = Disagreement(f, g, target=3, cutouts=Cutouts(5))
+    draws = objective.draw(images, generator=torch.Generator().manual_seed(0))
+    chunks = sum(objective.chunk_loss(images, draws, slice(s, s + 2)) for s in range(0, 5, 2))
+    views = [objective.cutouts.apply(images, d) for d in draws]
+    p_f = f(views[0]).softmax(-1)[:, 3].mean()
+    p_g = g(views[1]).softmax(-1)[:, 3].mean()
+    assert torch.allclose(chunks, p_g - p_f, atol=1e-7)  # Eq. 3 over cutouts, each classifier its own views
+    distance = ForegroundAwareDistance(torch.rand(1, 3, 64, 64), torch.zeros(1, 4, 8, 8), torch.zeros(1, 1, 64, 64),
+                                       torch.zeros(1, 1, 8, 8))
+    cf = Counterfactual(f, 5, distance, Cutouts(0))
+    loss, metrics = cf(images, True, torch.ones(1, 4, 8, 8))
+    assert metrics == {}  # the training path reports nothing (no host syncs)
+    assert torch.allclose(loss, cf(images, False, torch.ones(1, 4, 8, 8))[0], atol=1e-6)  # no cutouts: one view
