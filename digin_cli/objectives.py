@@ -28,14 +28,16 @@ class Disagreement:
     cutouts for each classifier.
     """
 
-    def __init__(self, f: Classifier, g: Classifier, target: int, cutouts: Cutouts):
+    def __init__(self, f: Classifier, g: Classifier, target: int, cutouts: Cutouts, target_g: int | None = None):
+        # target_g: the same class in g's label set when the two classifiers were trained on different ones.
         self.f, self.g, self.target, self.cutouts = f, g, int(target), cutouts
+        self.target_g = self.target if target_g is None else int(target_g)
 
     def __call__(self, images: torch.Tensor, augment: bool = False, latents: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, dict[str, float]]:
         cut = self.cutouts if augment else None
         p_f = class_probability(self.f, images, self.target, cut)
-        p_g = class_probability(self.g, images, self.target, cut)
+        p_g = class_probability(self.g, images, self.target_g, cut)
         loss = p_g - p_f
         return loss, {"p_f": p_f.item(), "p_g": p_g.item(), "loss": loss.item()}
 

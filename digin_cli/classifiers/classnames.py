@@ -131,6 +131,39 @@ def resolve_class(name_or_index: int | str, class_names: Sequence[str]) -> int:
     )
 
 
+def same_label_set(a: Sequence[str], b: Sequence[str]) -> bool:
+    """Whether two classifiers' logits mean the same classes index for index (identical names, or both ImageNet-1k
+    in either naming)."""
+    return list(a) == list(b) or (is_imagenet(a) and is_imagenet(b))
+
+
+def resolve_in_both(name_or_index: int | str, names: Sequence[str], other: Sequence[str],
+                    keys: tuple[str, str] = ("classifier", "classifier2")) -> tuple[int, int]:
+    """The class's index in each of two label sets: one index when the sets agree, otherwise matched by name (an
+    index picks the first set's class, whose name is then looked up in the second)."""
+    if same_label_set(names, other):
+        index = resolve_class(name_or_index, names)
+        return index, index
+    problems = []
+    try:
+        first = resolve_class(name_or_index, names)
+    except DiginError as e:
+        first = None
+        problems.append(f"{keys[0]}: {str(e).split(' — ')[0]}")
+    # An index (or a synonym) picks the first set's class; the second set is searched for that class's name.
+    query = names[first] if first is not None else str(name_or_index)
+    try:
+        second = resolve_class(query, other) if not query.strip().lstrip("-").isdigit() else None
+        if second is None:  # a class literally named '3' must not become index 3 of the other set
+            raise DiginError(f"unknown class '{query}' for this classifier{suggest(query, other)}")
+    except DiginError as e:
+        problems.append(f"{keys[1]}: {str(e).split(' — ')[0]}")
+    if problems:
+        raise DiginError(f"class '{name_or_index}' must name a class in both label sets ({'; '.join(problems)}) — "
+                         "pass a name both classifiers know")
+    return first, second
+
+
 def load_class_names(spec: str | Sequence[str] | Mapping | None) -> list[str]:
     """A label set from a config value: a list of names, ``imagenet``, or a path to a text file (one name per line)
     or a JSON file holding a list or an ``{index: name}`` mapping."""

@@ -194,3 +194,26 @@ def test_every_class_in_the_readme_resolves():
     assert len(found) >= 2
     for command, value, names in found:
         resolve_class(value, names)
+
+
+def test_two_label_sets_map_the_class_by_name():
+    from digin_cli.classifiers.classnames import resolve_in_both, same_label_set
+
+    food = ["apple_pie", "baklava", "waffles"]
+    desserts = ["waffles", "Apple Pie"]
+    assert resolve_in_both("apple pie", food, desserts) == (0, 1)
+    assert resolve_in_both(2, food, desserts) == (2, 0)  # an index picks the first set's class, mapped by name
+    assert resolve_in_both("red fox", NAMES, list(NAMES)) == (277, 277) and same_label_set(NAMES, list(NAMES))
+    assert not same_label_set(food, desserts)
+
+
+def test_a_class_missing_from_one_label_set_lists_close_matches_in_each():
+    from digin_cli.classifiers.classnames import resolve_in_both
+
+    with pytest.raises(DiginError) as e:
+        resolve_in_both("baklav", ["apple_pie", "baklava"], ["baklawa", "waffles"], keys=("classifier", "classifier2"))
+    msg = str(e.value)
+    assert "classifier: unknown class 'baklav'" in msg and "'baklava'" in msg
+    assert "classifier2: unknown class 'baklav'" in msg and "'baklawa'" in msg and "\n" not in msg
+    with pytest.raises(DiginError, match="classifier2: unknown class 'baklava'"):
+        resolve_in_both("baklava", ["apple_pie", "baklava"], ["waffles"])
