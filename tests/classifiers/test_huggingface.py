@@ -13,28 +13,14 @@ from digin_cli.classifiers import build_classifier
 from digin_cli.classifiers.huggingface import HFClassifier, preprocessing_from_processor
 from digin_cli.errors import DiginError
 
-from .conftest import CLASSIFIER_CONF
+from .conftest import CLASSIFIER_CONF, save_tiny_vit
 
 NAMES = ["apple_pie", "baby back ribs", "baklava", "beef carpaccio", "beignets"]
 
 
-def save_tiny_vit(folder: Path, image_size: int = 32, names=NAMES) -> Path:
-    """A random ViTForImageClassification with ``names`` as id2label, plus its image processor, as a hub folder."""
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
-
-    torch.manual_seed(0)
-    config = ViTConfig(image_size=image_size, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=64, id2label=dict(enumerate(names)),
-                       label2id={n: i for i, n in enumerate(names)})
-    ViTForImageClassification(config).save_pretrained(folder)
-    ViTImageProcessor(size={"height": image_size, "width": image_size}, image_mean=[0.48, 0.45, 0.40],
-                      image_std=[0.22, 0.23, 0.25], resample=3).save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def vit_folder(tmp_path_factory) -> Path:
-    return save_tiny_vit(tmp_path_factory.mktemp("tiny_vit"))
+    return save_tiny_vit(tmp_path_factory.mktemp("tiny_vit"), names=NAMES)
 
 
 def _cfg(pretrained, **overrides):
