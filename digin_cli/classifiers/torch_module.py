@@ -136,7 +136,7 @@ class TorchModuleClassifier(Classifier):
     def _find_tap(self, layer: str | None) -> FeatureTap | None:
         if layer:
             modules = dict(self.model.named_modules())
-            if layer not in modules or not layer:
+            if layer not in modules:
                 top = ", ".join(n for n, _ in self.model.named_children())
                 raise DiginError(f"unknown classifier.features_layer '{layer}' for {type(self.model).__name__}"
                                  f"{suggest(layer, self._module_names())} — pass one of its module names "
@@ -175,7 +175,8 @@ class TorchModuleClassifier(Classifier):
         if len(calls) == 1 and len(seen) == 1:
             self._num_features = calls[0].shape[1]
             self._head = linear_head(self.model, calls[0], out)
-        if not self.features_layer and not (self._num_features and (self._head or self._last_child_is_linear())):
+        usable = self._num_features is not None and (self._head is not None or self._last_child_is_linear())
+        if not self.features_layer and not usable:
             self._tap = None  # no linear layer produces the logits: features need an explicit features_layer
 
     def _last_child_is_linear(self) -> bool:
