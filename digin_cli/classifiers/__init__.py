@@ -12,10 +12,12 @@ from typing import Any
 import torch
 
 from digin_cli.classifiers.base import Classifier
-from digin_cli.classifiers.classnames import imagenet_class_names, resolve_class
+from digin_cli.classifiers.classnames import (imagenet_class_names, load_class_names, readable, resolve_class,
+                                              resolve_in_both, same_label_set)
 from digin_cli.errors import DiginError, user_error_in
 
-__all__ = ["Classifier", "build_classifier", "imagenet_class_names", "resolve_class"]
+__all__ = ["Classifier", "build_classifier", "imagenet_class_names", "load_class_names", "readable", "resolve_class",
+           "resolve_in_both", "same_label_set"]
 
 
 _PREPROCESSING = ("input_size", "mean", "std", "interpolation")

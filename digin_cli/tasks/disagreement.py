@@ -7,7 +7,7 @@ embeddings and null-text embeddings to maximise p_f(y|x) − p_g(y|x). Two class
 
 from __future__ import annotations
 
-from digin_cli.classifiers.classnames import readable, resolve_in_both, same_label_set
+from digin_cli.classifiers import readable, resolve_in_both, same_label_set
 from digin_cli.context import RunContext
 from digin_cli.errors import DiginError
 from digin_cli.objectives import Disagreement

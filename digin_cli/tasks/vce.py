@@ -14,8 +14,7 @@ from pathlib import Path
 import torch
 
 from digin_cli.captioning import build_captioner
-from digin_cli.classifiers import Classifier, resolve_class
-from digin_cli.classifiers.classnames import readable
+from digin_cli.classifiers import Classifier, readable, resolve_class
 from digin_cli.context import RunContext
 from digin_cli.counterfactual import RealImageEditor
 from digin_cli.data import InputImage, load_inputs

@@ -103,3 +103,15 @@ def test_presets_name_the_authors_hub_models():
     for name, hub_id in expected.items():
         cfg = OmegaConf.load(CLASSIFIER_CONF / f"{name}.yaml")
         assert cfg.pretrained == hub_id and cfg._target_.endswith("HFClassifier")
+
+
+def test_folder_without_processor_config_needs_stated_preprocessing(vit_folder, tmp_path):
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(vit_folder, bare)
+    (bare / "preprocessor_config.json").unlink()
+    with pytest.raises(DiginError, match="no usable image processor config.*classifier.input_size / mean / std"):
+        build_classifier(_cfg(bare), "cpu")
+    clf = build_classifier(_cfg(bare, input_size=32, mean=[0.5] * 3, std=[0.5] * 3, interpolation="bilinear"), "cpu")
+    assert clf.input_size == (32, 32) and clf.class_names == NAMES
