@@ -160,8 +160,8 @@ class HFClassifier(Classifier):
             raise DiginError(f"the classification head of '{self.pretrained}' is not linear (logits != features @ "
                              "W.T + b on a probe batch) — neuron tasks need a linear head")
         linear = self._head_module()
-        w, b = linear.weight, linear.bias
-        return w, (b if b is not None else w.new_zeros(w.shape[0]))
+        w, b = linear.weight.detach(), linear.bias
+        return w, (b.detach() if b is not None else w.new_zeros(w.shape[0]))
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values=x).logits

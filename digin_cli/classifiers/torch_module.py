@@ -209,8 +209,8 @@ class TorchModuleClassifier(Classifier):
                              "b on a probe batch) — set classifier.features_layer to the module whose output the "
                              "final nn.Linear reads (e.g. avgpool)")
         linear = self._head_module()
-        w, b = linear.weight, linear.bias
-        return w, (b if b is not None else w.new_zeros(w.shape[0]))
+        w, b = linear.weight.detach(), linear.bias
+        return w, (b.detach() if b is not None else w.new_zeros(w.shape[0]))
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
