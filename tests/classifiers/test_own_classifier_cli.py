@@ -98,7 +98,8 @@ def test_vce_with_an_own_classifier_uses_its_names(work, which):
         names, args = cifar, [*torch_module(work), "task.target_strategy=nearest_text"]
     else:  # typed with a space, spelt 'apple_pie' by the model's id2label
         names, args = HF_NAMES, [*hf(work), "task.targets=[apple pie]"]
-    proc = digin(work, "task=vce", *args, f"task.images={work / 'photo.png'}", output=f"vce_{which}")
+    fast = ["task.inversion.inner_steps=2", "task.p2p.injections=[0.3]", "task.p2p.blends=[0.0]"]  # one schedule
+    proc = digin(work, "task=vce", *args, *fast, f"task.images={work / 'photo.png'}", output=f"vce_{which}")
     assert proc.returncode == 0, proc.stderr
     (metrics,) = (work / f"vce_{which}").glob("vce/runs/*/photo/*/metrics.json")
     data = json.loads(metrics.read_text())
