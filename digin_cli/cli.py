@@ -93,7 +93,12 @@ def preflight(argv: list[str]) -> None:
             for n, text in variants:
                 check_config(compose("config", overrides=[*single[:n], text, *single[n + 1:]]))
     except HydraException as err:
-        raise DiginError(f"{str(err).splitlines()[0]} — see digin --help for groups and options") from None
+        lines = str(err).splitlines()
+        append = next((ln.rsplit(" ", 1)[-1] for ln in lines if ln.startswith("To append to your config use +")), "")
+        if append.startswith(("+classifier.model.", "+classifier2.model.")):
+            # classifier=torch_module: the user's own model takes keyword arguments no config file can list.
+            raise DiginError(f"{lines[0]} — arguments of your model are new keys: write {append}") from None
+        raise DiginError(f"{lines[0]} — see digin --help for groups and options") from None
     finally:
         GlobalHydra.instance().clear()
     _check_writable(Path(str(cfg.paths.output_root)).expanduser())

@@ -103,8 +103,10 @@ class Disagreement(Objective):
     cutouts for each classifier: per view, ℓ = p_g(y|view_g) − p_f(y|view_f).
     """
 
-    def __init__(self, f: Classifier, g: Classifier, target: int, cutouts: Cutouts):
+    def __init__(self, f: Classifier, g: Classifier, target: int, cutouts: Cutouts, target_g: int | None = None):
+        # target_g: the same class in g's label set when the two classifiers were trained on different ones.
         self.f, self.g, self.target, self.cutouts = f, g, int(target), cutouts
+        self.target_g = self.target if target_g is None else int(target_g)
 
     @property
     def view_sizes(self):
@@ -112,12 +114,12 @@ class Disagreement(Objective):
 
     def view_losses(self, views):
         p_f = self.f(views[0]).softmax(dim=-1)[:, self.target]
-        p_g = self.g(views[1]).softmax(dim=-1)[:, self.target]
+        p_g = self.g(views[1]).softmax(dim=-1)[:, self.target_g]
         return p_g - p_f
 
     def evaluate(self, images, latents=None):
         p_f = class_probability(self.f, images, self.target, None)
-        p_g = class_probability(self.g, images, self.target, None)
+        p_g = class_probability(self.g, images, self.target_g, None)
         loss = p_g - p_f
         return loss, {"p_f": p_f.item(), "p_g": p_g.item(), "loss": loss.item()}
 

@@ -12,10 +12,31 @@ from typing import Any
 import torch
 
 from digin_cli.classifiers.base import Classifier
-from digin_cli.classifiers.classnames import imagenet_class_names, resolve_class
+from digin_cli.classifiers.classnames import (imagenet_class_names, load_class_names, readable, resolve_class,
+                                              resolve_in_both, same_label_set)
 from digin_cli.errors import DiginError, user_error_in
 
-__all__ = ["Classifier", "build_classifier", "imagenet_class_names", "resolve_class"]
+__all__ = ["Classifier", "build_classifier", "imagenet_class_names", "load_class_names", "readable", "resolve_class",
+           "resolve_in_both", "same_label_set"]
+
+
+_PREPROCESSING = ("input_size", "mean", "std", "interpolation")
+_EXAMPLES = {"checkpoint": "/path/to/file.pt", "class_names": "names.txt", "input_size": "224",
+             "mean": "'[0.485,0.456,0.406]'", "std": "'[0.229,0.224,0.225]'", "interpolation": "bilinear",
+             "model._target_": "my_pkg.nets.resnet20", "pretrained": "org/model"}
+
+
+def _missing_keys(cfg: Any, prefix: str = "") -> list[str]:
+    """Dotted keys left at ``???`` (``in cfg`` is False for them, so they are found through ``keys()``)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    found = []
+    for k in cfg.keys():
+        if OmegaConf.is_missing(cfg, k):
+            found.append(f"{prefix}{k}")
+        elif isinstance(cfg[k], DictConfig):
+            found += _missing_keys(cfg[k], f"{prefix}{k}.")
+    return found
 
 
 def _display_name(cfg: Any, key: str) -> str:
@@ -44,9 +65,17 @@ def build_classifier(
 
     if isinstance(cfg, Mapping) and not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(dict(cfg))
-    if "checkpoint" in cfg.keys() and OmegaConf.is_missing(cfg, "checkpoint"):  # `in cfg` is False for ???
+    missing = _missing_keys(cfg)
+    if missing == ["checkpoint"]:
         raise DiginError(
             f"classifier '{_display_name(cfg, key)}' needs its weights file: pass {key}.checkpoint=/path/to/file.pt"
+        )
+    if missing:
+        raise DiginError(
+            f"classifier '{_display_name(cfg, key)}' needs {', '.join(f'{key}.{k}' for k in missing)} — pass e.g. "
+            + " ".join(f"{key}.{k}={_EXAMPLES.get(k, '...')}" for k in missing)
+            + (" (the preprocessing the model was trained with: wrong values give meaningless gradients)"
+               if set(missing) & set(_PREPROCESSING) else "")
         )
     try:
         clf = instantiate(cfg, _convert_="all")

@@ -85,8 +85,9 @@ def _few(keys: list[str], n: int = 4) -> str:
     return shown + (f", … (+{len(keys) - n})" if len(keys) > n else "")
 
 
-def load_into(model: nn.Module, path: str | os.PathLike, trusted: bool = False) -> None:
-    """Load ``path`` strictly into ``model``; a mismatch is a user error naming a few offending keys."""
+def load_into(model: nn.Module, path: str | os.PathLike, trusted: bool = False,
+              fix: str = "check that classifier.name matches the checkpoint's architecture") -> None:
+    """Load ``path`` strictly into ``model``; a mismatch is a user error naming a few offending keys and ``fix``."""
     state = load_state_dict_file(path, trusted=trusted)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
@@ -102,7 +103,7 @@ def load_into(model: nn.Module, path: str | os.PathLike, trusted: bool = False) 
             parts.append(f"shape mismatch: {_few(shape)}")
         raise DiginError(
             f"classifier checkpoint {path} does not fit the {type(model).__name__} architecture ({'; '.join(parts)})"
-            " — check that classifier.name matches the checkpoint's architecture"
+            f" — {fix}"
         )
     model.load_state_dict(state, strict=True)
 

@@ -12,7 +12,7 @@ import torch
 
 from digin_cli.classifiers.base import _INTERPOLATIONS, Classifier
 from digin_cli.classifiers.checkpoint import HUB_UNAVAILABLE, is_download_error, load_into
-from digin_cli.classifiers.classnames import imagenet_class_names
+from digin_cli.classifiers.classnames import imagenet_class_names, load_class_names
 from digin_cli.errors import DiginError, suggest
 
 
@@ -39,7 +39,8 @@ class TimmClassifier(Classifier):
 
     ``input_size``/``interpolation``/``mean``/``std`` override the pretrained config, for checkpoints trained with
     a different recipe than the timm tag the architecture comes from. ``trusted_checkpoint`` allows unpickling
-    checkpoints that hold more than tensors (can run code from the file).
+    checkpoints that hold more than tensors (can run code from the file). ``num_classes`` sizes the head for a
+    checkpoint of another dataset, and ``class_names`` (list, names file, JSON, ``imagenet``) names its classes.
     """
 
     def __init__(
@@ -53,12 +54,15 @@ class TimmClassifier(Classifier):
         interpolation: str | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        num_classes: int | None = None,
+        class_names: str | Sequence[str] | None = None,
     ) -> None:
         import timm
 
         _check_name(name)
+        head = {} if num_classes is None else {"num_classes": int(num_classes)}
         try:
-            model = timm.create_model(name, pretrained=bool(pretrained) and checkpoint is None)
+            model = timm.create_model(name, pretrained=bool(pretrained) and checkpoint is None, **head)
         except Exception as e:
             if is_download_error(e):
                 raise DiginError(
@@ -75,7 +79,13 @@ class TimmClassifier(Classifier):
         if interp not in _INTERPOLATIONS:
             interp = "bilinear"
         n = model.num_classes
-        names = imagenet_class_names() if n == 1000 else [f"class_{i}" for i in range(n)]
+        if class_names is not None:
+            names = load_class_names(class_names)
+            if len(names) != n:
+                raise DiginError(f"classifier.class_names has {len(names)} names but timm model '{name}' has {n} "
+                                 "outputs — give one name per class, or set classifier.num_classes to match")
+        else:
+            names = imagenet_class_names() if n == 1000 else [f"class_{i}" for i in range(n)]
         super().__init__(
             model,
             names,

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from digin_cli.captioning import build_captioner
-from digin_cli.classifiers import Classifier, resolve_class
+from digin_cli.classifiers import Classifier, readable, resolve_class
 from digin_cli.context import RunContext
 from digin_cli.counterfactual import RealImageEditor
 from digin_cli.data import InputImage, load_inputs
@@ -67,7 +67,7 @@ def nearest_text_classes(ctx: RunContext, names: list[str]) -> torch.Tensor:
     hierarchy the paper uses, which is not available offline)."""
     sd = ctx.generator
     with torch.no_grad():
-        embeds = torch.cat([sd.encode_prompt([f"a photograph of a {n}" for n in names[i:i + 64]]).mean(1)
+        embeds = torch.cat([sd.encode_prompt([f"a photograph of a {readable(n)}" for n in names[i:i + 64]]).mean(1)
                             for i in range(0, len(names), 64)])
     embeds = torch.nn.functional.normalize(embeds, dim=-1)
     return embeds @ embeds.T
@@ -169,16 +169,17 @@ def run(ctx: RunContext) -> dict:
     def work(item_dir: Path, item: dict) -> dict:
         image, start, target, probs = plan[item["plan"]]
         start_name, target_name = f.class_names[start], f.class_names[target]
+        start_words, target_words = readable(start_name), readable(target_name)  # text for captions and prompts
         if prepared.get("key") != (image.content_hash, start):  # one inversion + mask per image, shared by targets
-            caption = captioner.caption(image.image, start_name, key=image.content_hash)
-            prepared.update(key=(image.content_hash, start), value=editor.prepare(image.image, caption, start_name))
+            caption = captioner.caption(image.image, start_words, key=image.content_hash)
+            prepared.update(key=(image.content_hash, start), value=editor.prepare(image.image, caption, start_words))
         prep = prepared["value"]
         inv = prep.inversion
         distance = ForegroundAwareDistance(inv.original, inv.latent_original, prep.px_mask, prep.latent_mask,
                                            w_vae=float(task.w_vae), w_px=float(task.w_px))
         objective = Counterfactual(f, target, distance, cutouts, start=start)
         result, schedule, target_prompt = editor.edit(
-            prep, target_name, objective, settings, injections=tuple(task.p2p.injections),
+            prep, target_words, objective, settings, injections=tuple(task.p2p.injections),
             blends=tuple(task.p2p.blends), description=f"{image.name}: {start_name} → {target_name}")
         best = result.best.image
         with torch.no_grad():

@@ -55,3 +55,17 @@ def make_images():
 @pytest.fixture
 def images() -> torch.Tensor:
     return smooth_images(4)
+
+
+def save_tiny_vit(folder: Path, names: list[str], image_size: int = 32) -> Path:
+    """A random ViTForImageClassification with ``names`` as id2label, plus its image processor, as a hub folder."""
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=image_size, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=64, id2label=dict(enumerate(names)),
+                       label2id={n: i for i, n in enumerate(names)})
+    ViTForImageClassification(config).save_pretrained(folder)
+    ViTImageProcessor(size={"height": image_size, "width": image_size}, image_mean=[0.48, 0.45, 0.40],
+                      image_std=[0.22, 0.23, 0.25], resample=3).save_pretrained(folder)
+    return folder

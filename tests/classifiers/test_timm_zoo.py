@@ -80,3 +80,17 @@ def test_offline_without_cache_is_a_one_line_error(tmp_path, monkeypatch):
     msg = str(e.value)
     assert "'resnet18.a1_in1k'" in msg and "HF_HUB_OFFLINE" in msg and "classifier.checkpoint=" in msg
     assert "\n" not in msg
+
+
+def test_checkpoint_of_another_dataset_with_its_own_names(tmp_path, images):
+    names = tmp_path / "birds.json"
+    names.write_text('{"0": "albatross", "1": "auklet", "2": "blackbird"}')
+    torch.manual_seed(1)
+    src = TimmClassifier("test_resnet", pretrained=False, num_classes=3)
+    torch.save(src.model.state_dict(), tmp_path / "birds.pt")
+    clf = TimmClassifier("test_resnet", pretrained=False, checkpoint=str(tmp_path / "birds.pt"), num_classes=3,
+                         class_names=str(names))
+    assert clf.class_names == ["albatross", "auklet", "blackbird"]
+    torch.testing.assert_close(clf(images), src(images), rtol=0, atol=0)
+    with pytest.raises(DiginError, match="2 names but timm model 'test_resnet' has 3 outputs"):
+        TimmClassifier("test_resnet", pretrained=False, num_classes=3, class_names=["a", "b"])
