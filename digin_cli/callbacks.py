@@ -38,3 +38,6 @@ class SweepSummary(Callback):
             Writer(sweep).write_summary(rows, "sweep_status.csv")
             print_table(f"sweep {sweep}", rows)
         failed_jobs[:] = [r["job"] for r in rows if r["status"] != "ok"]
+        from digin_cli.io import report
+
+        report.refresh(report.write_sweep_report, sweep)
