@@ -92,7 +92,7 @@ class Tracker:
         if self.run is None:
             return
         data = [[self._wandb.Image(str(c)) if isinstance(c, Path) else _scalar(c) for c in row] for row in rows]
-        self.run.log({key: self._wandb.Table(columns=columns, data=data, allow_mixed_types=True)})
+        self.run.log({key: self._wandb.Table(columns=columns, data=data)})
 
     def summary(self, values: dict) -> None:
         if self.run is not None:
