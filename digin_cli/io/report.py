@@ -146,10 +146,10 @@ def _folder_item(run_dir: Path, folder: Path, n: int, key_images: Sequence[str] 
     metrics = _read_json(folder / "metrics.json")
     done = bool(metrics)
     item = Item(name=" / ".join(rel.parts), anchor=f"item-{n}", status="ok" if done else "failed")
-    fields = {k: v for k, v in metrics.items() if _scalar(v) and k != "error"}
+    # The task's own summary numbers first (they are what a reader compares), then the item's other scalars.
     summary = metrics.get("summary")
-    if isinstance(summary, dict):
-        fields.update({k: v for k, v in summary.items() if _scalar(v)})
+    fields = {k: v for k, v in summary.items() if _scalar(v)} if isinstance(summary, dict) else {}
+    fields.update({k: v for k, v in metrics.items() if _scalar(v) and k != "error" and k not in fields})
     item.fields = fields
     item.error = str(metrics.get("error") or "") if done else _last_line(folder / "error.log")
     files = sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")),
