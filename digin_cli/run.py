@@ -69,20 +69,20 @@ def run(cfg: DictConfig) -> dict:
         if job.tracker is not None:
             job.tracker.finish(exit_code=job.exit_code)
         atomic_write_json(output_dir / "status.json", status)
-        _write_pages(cfg, output_dir, multirun)
+        _write_pages(cfg, output_dir, Path(hydra_cfg.sweep.dir) if multirun else None)
     if job.exit_code and not multirun:
         sys.exit(job.exit_code)
     return status
 
 
-def _write_pages(cfg: DictConfig, output_dir: Path, multirun: bool) -> None:
+def _write_pages(cfg: DictConfig, output_dir: Path, sweep_dir: Path | None) -> None:
     """The job's report.html (and, in a sweep, the sweep's page so far); never fails the job."""
     from digin_cli.io import report
     from digin_cli.tasks import key_images
 
-    report.refresh(report.write_report, output_dir, key_images(str(cfg.task.name)))
-    if multirun:
-        report.refresh(report.write_sweep_report, output_dir.parent)
+    report.refresh(lambda: report.write_report(output_dir, key_images(str(cfg.task.name))))
+    if sweep_dir is not None:
+        report.refresh(report.write_sweep_report, sweep_dir)
 
 
 class _Job:

@@ -87,4 +87,4 @@ def finish(ctx: RunContext, rows: list[dict], title: str, columns: list[str] | N
 
 
 def _report(ctx: RunContext) -> None:
-    report.refresh(report.write_report, ctx.output_dir, key_images(ctx.cfg.task.name))
+    report.refresh(lambda: report.write_report(ctx.output_dir, key_images(ctx.cfg.task.name)))
