@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -26,8 +27,9 @@ PROMPT = f"task.prompt='{EVIL} a photograph of a {{}}'"  # a config string that 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
-def digin(*args, timeout=300):
-    return subprocess.run([*DIGIN, *args], capture_output=True, text=True, env=ENV, timeout=timeout)
+def digin(*args, timeout=300, env=None):
+    return subprocess.run([*DIGIN, *args], capture_output=True, text=True, env={**ENV, **(env or {})},
+                          timeout=timeout)
 
 
 def only(pattern: str, root: Path) -> Path:
@@ -60,7 +62,8 @@ def rebuilds_identically(folder: Path, pages: list[Path]) -> None:
 @pytest.fixture(scope="module")
 def disagreement_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("report_disagreement")
-    proc = digin(*FAST, "task.classes=[goldfish]", "task.seeds=[0,1]", PROMPT, f"paths.output_root={root}")
+    proc = digin(*FAST, "task.classes=[goldfish]", "task.seeds=[0,1]", PROMPT, f"paths.output_root={root}",
+                 "logger=offline", env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
     assert proc.returncode == 0, proc.stderr
     return only("disagreement/runs/*", root)
 
@@ -74,6 +77,8 @@ def test_disagreement_page(disagreement_run):
     assert_escaped(disagreement_run / "report.html")
     html = (disagreement_run / "report.html").read_text()
     assert "digin experiment=demo" in html and 'class="status ok"' in html and "<details>" in html
+    (table,) = disagreement_run.glob("wandb/offline-run-*/files/media/table/key_images_*.table.json")
+    assert len(json.loads(table.read_text())["data"]) == 2  # W&B: the same key images, one row per item
 
 
 def test_digin_report_rebuilds_the_same_page_and_escapes_file_names(disagreement_run, tmp_path):
@@ -187,9 +192,7 @@ def test_page_in_chromium_loads_every_image_and_sorts(disagreement_run, tmp_path
     page = dump_dom(url)
     assert body(page)["data-images"] == f"loaded {len(images(page))}" and len(images(page)) == 6
 
-    column = page.tags.index(("th", {"data-key": "p_f_best", "title": "click to sort"}))
     index = [a.get("data-key") for tag, a in page.tags if tag == "th"].index("p_f_best")
-    assert column
     values = {row[0]: float(row[index]) for row in page.rows["numbers"]}
     ascending = [row[0] for row in dump_dom(url + "#sort=p_f_best").rows["numbers"]]
     descending = [row[0] for row in dump_dom(url + "#sort=-p_f_best").rows["numbers"]]

@@ -353,12 +353,12 @@ def write_sweep_report(sweep_dir: str | Path) -> Path:
     return atomic_write_text(sweep_dir / REPORT, render_sweep(sweep_dir))
 
 
-def refresh(write: Callable[..., Path], *args: Any) -> Path | None:
-    """Call a ``write_*`` function for a running job: a page that cannot be written must never fail the job."""
+def refresh(write: Callable[..., Any], *args: Any, what: str = REPORT) -> Any:
+    """Call ``write(*args)`` for a running job: a page that cannot be written must never fail the job."""
     try:
         return write(*args)
     except Exception as err:  # noqa: BLE001 — the page is a view of the results, never a reason to lose them
-        print(f"digin: warning: could not write {REPORT} ({type(err).__name__}: {err})", file=sys.stderr)
+        print(f"digin: warning: could not write {what} ({type(err).__name__}: {err})", file=sys.stderr)
         return None
 
 

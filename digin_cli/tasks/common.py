@@ -81,8 +81,9 @@ def finish(ctx: RunContext, rows: list[dict], title: str, columns: list[str] | N
     print_table(title, rows, columns)
     counts = {"items": len(rows), "items_failed": sum(r.get("status") == "failed" for r in rows)}
     ctx.tracker.summary(counts)
-    if ctx.tracker.enabled:
-        ctx.tracker.log_table("key_images", *report.key_image_table(ctx.output_dir, key_images(ctx.cfg.task.name)))
+    if ctx.tracker.enabled:  # report.html's key images, one row per item
+        table = lambda: report.key_image_table(ctx.output_dir, key_images(ctx.cfg.task.name))  # noqa: E731
+        report.refresh(lambda: ctx.tracker.log_table("key_images", *table()), what="the W&B key_images table")
     return counts
 
 
