@@ -189,9 +189,14 @@ def _command(overrides: Any, multirun: bool = False) -> str | None:
     return " ".join(["digin", *(["-m"] if multirun else []), *(shlex.quote(str(o)) for o in overrides)])
 
 
+_FLOAT_TEXT = re.compile(r"-?\d+(\.\d*)?([eE][-+]?\d+)?")
+
+
 def _format(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value) and not value.lstrip("-").isdigit():
+        value = float(value)  # a float read back from a CSV: shown like the ones from JSON
     if isinstance(value, float):
         return f"{value:.4g}"
     return "" if value is None else str(value)
@@ -280,7 +285,7 @@ def render_run(run_dir: str | Path, key_images: Sequence[str] | None = None) -> 
         config_text = (run_dir / "config.yaml").read_text("utf-8", errors="replace")
     sweep_page = run_dir.parent / REPORT if is_sweep_folder(run_dir.parent) else None
     return _environment().get_template("run.html.j2").render(
-        title=f"digin · {task_of(run_dir) or 'run'} · {run_dir.name}",
+        title=f"digin · {task_of(run_dir) or 'run'} · {run_dir.resolve().name}",
         folder=str(run_dir.resolve()),
         task=task_of(run_dir) or "",
         command=_command(_read_yaml(run_dir / ".hydra" / "overrides.yaml")),
@@ -318,10 +323,13 @@ def render_sweep(sweep_dir: str | Path) -> str:
             status = _read_json(job / "status.json")
             status_rows.append({"job": name, "status": status.get("status") or "running",
                                 "seconds": status.get("seconds"), "error": status.get("error", "")})
-    for row in status_rows:
-        job = jobs.get(str(row.get("job")))
-        overrides = _read_yaml(job / ".hydra" / "overrides.yaml") if job is not None else None
-        row["overrides"] = " ".join(map(str, overrides)) if isinstance(overrides, list) else ""
+    overrides = {}
+    for name, job in jobs.items():
+        listed = _read_yaml(job / ".hydra" / "overrides.yaml")
+        overrides[name] = [str(o) for o in listed] if isinstance(listed, list) else []
+    shared = set.intersection(*map(set, overrides.values())) if len(overrides) > 1 else set()
+    for row in status_rows:  # what sets each job apart: the overrides not shared by every job
+        row["overrides"] = " ".join(o for o in overrides.get(str(row.get("job")), []) if o not in shared)
 
     def job_link(key: str, value: Any) -> str | None:
         job = jobs.get(str(value))
@@ -338,7 +346,7 @@ def render_sweep(sweep_dir: str | Path) -> str:
     except (TypeError, KeyError):
         overrides = None
     return _environment().get_template("sweep.html.j2").render(
-        title=f"digin · sweep · {sweep_dir.name}",
+        title=f"digin · sweep · {sweep_dir.resolve().name}",
         folder=str(sweep_dir.resolve()),
         command=_command(overrides, multirun=True),
         jobs=_table(status_rows, job_link),
