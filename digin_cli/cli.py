@@ -94,6 +94,11 @@ def report_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="digin report", description="Write report.html for a run folder, or for "
                                      "a sweep folder and every job in it, from the files already there.")
     parser.add_argument("folder", type=Path, help="outputs/<task>/runs/<run> or outputs/<task>/multiruns/<sweep>")
+
+    def usage_error(message: str):
+        raise DiginError(f"digin report: {message} — usage: digin report <run or sweep folder>")
+
+    parser.error = usage_error
     args = parser.parse_args(argv)
     for page in rebuild(args.folder, key_images):
         print(page)

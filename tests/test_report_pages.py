@@ -92,6 +92,8 @@ def test_digin_report_rebuilds_the_same_page_and_escapes_file_names(disagreement
     assert "&lt;script&gt;x.png" in (run / "report.html").read_text()
     bad = digin("report", str(tmp_path / "missing"))
     assert bad.returncode == 2 and bad.stderr.startswith("digin: error: no folder") and "Traceback" not in bad.stderr
+    usage = digin("report")
+    assert usage.returncode == 2 and usage.stderr.count("\n") == 1 and "usage: digin report <" in usage.stderr
 
 
 def test_vce_page(tmp_path):
