@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shlex
 import sys
@@ -121,8 +122,14 @@ def _is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def _visible(run_dir: Path, path: Path) -> bool:
-    return not (_SKIP_DIRS & set(path.relative_to(run_dir).parts))
+def _item_folders(run_dir: Path) -> list[Path]:
+    # One walk that never enters .hydra, wandb (thousands of files) or hidden folders.
+    found = []
+    for root, dirs, files in os.walk(run_dir):
+        dirs[:] = [d for d in dirs if d not in _SKIP_DIRS and not d.startswith(".")]
+        if root != str(run_dir) and ("metrics.json" in files or "error.log" in files):
+            found.append(Path(root))
+    return sorted(found, key=lambda p: _natural(p.relative_to(run_dir).as_posix()))
 
 
 def collect_items(run_dir: Path, key_images: Sequence[str] | None) -> list[Item]:
@@ -133,9 +140,7 @@ def collect_items(run_dir: Path, key_images: Sequence[str] | None) -> list[Item]
     ``summary.csv`` row (matched by file name) as its numbers.
     """
     run_dir = Path(run_dir)
-    folders = {p.parent for p in run_dir.rglob("metrics.json") if p.parent != run_dir and _visible(run_dir, p)}
-    failed = {p.parent for p in run_dir.rglob("error.log") if p.parent != run_dir and _visible(run_dir, p)}
-    found = sorted(folders | failed, key=lambda p: _natural(p.relative_to(run_dir).as_posix()))
+    found = _item_folders(run_dir)
     if found:
         return [_folder_item(run_dir, folder, n, key_images) for n, folder in enumerate(found)]
     return _file_items(run_dir)
@@ -171,15 +176,19 @@ def _folder_item(run_dir: Path, folder: Path, n: int, key_images: Sequence[str] 
 
 
 def _file_items(run_dir: Path) -> list[Item]:
-    images = sorted((p for p in run_dir.iterdir() if _is_image(p)), key=lambda p: _natural(p.name))
+    # A failed single-file item leaves "<name>.error.log" where "<name>.png" would be (tasks.common.run_items).
+    files = [p for p in run_dir.iterdir() if _is_image(p) or p.name.endswith(".error.log")]
     rows = _read_csv(run_dir / "summary.csv")
     items = []
-    for n, path in enumerate(images):
+    for n, path in enumerate(sorted(files, key=lambda p: _natural(p.name))):
+        if path.name.endswith(".error.log"):
+            items.append(Item(name=path.name[: -len(".error.log")], anchor=f"item-{n}", status="failed",
+                              error=_last_line(path), others=[(path.name, _url(Path(path.name)))]))
+            continue
         row = next((r for r in rows if path.name in r.values()), {})
         fields = {k: v for k, v in row.items() if v != path.name and k != "status"}
-        item = Item(name=path.name, anchor=f"item-{n}", status=row.get("status") or "ok", fields=fields,
-                    images=[(path.stem, _url(Path(path.name)))], image_paths={path.stem: path})
-        items.append(item)
+        items.append(Item(name=path.name, anchor=f"item-{n}", status=row.get("status") or "ok", fields=fields,
+                          images=[(path.stem, _url(Path(path.name)))], image_paths={path.stem: path}))
     return items
 
 

@@ -79,8 +79,10 @@ def test_single_file_items_take_their_numbers_from_summary_csv(tmp_path):
     for name in ("a_koala__seed3.png", "a_fox__seed3.png"):
         png(run / name)
     atomic_write_text(run / "summary.csv", "prompt,seed,status,file\na koala,3,ok,a_koala__seed3.png\n")
+    atomic_write_text(run / "a_cat__seed3.error.log", "Traceback ...\nValueError: bad prompt\n")
     page = check_page(report.write_report(run, []))
-    assert page.items == ["item-0", "item-1"]
+    assert page.items == ["item-0", "item-1", "item-2"]
+    assert page.rows["numbers"][0][:2] == ["a_cat__seed3", "failed"] and page.rows["numbers"].pop(0)
     assert images(page) == ["a_fox__seed3.png", "a_koala__seed3.png"]
     assert page.rows["numbers"][1][:3] == ["a_koala__seed3.png", "ok", "a koala"]
     assert "running" in (run / "report.html").read_text()  # no status.json yet
