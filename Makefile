@@ -6,7 +6,7 @@ export HF_HUB_DISABLE_TELEMETRY = 1
 export IMAGENET_VAL
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev demo test test-fast bench bench-lean bench-vce fig6 fig8 clean-outputs clean
+.PHONY: help install dev demo test test-fast test-browser chromium bench bench-lean bench-vce fig6 fig8 clean-outputs clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -35,6 +35,15 @@ test: $(VENV)/.dev-installed ## run the whole test suite (offline, CPU)
 
 test-fast: $(VENV)/.dev-installed ## the test suite without the end-to-end CLI runs
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow"
+
+chromium: ## install Debian's chromium for the report.html browser check (apt-get, as root; about 1 min)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	  else echo "make chromium: needs apt-get as root; the browser test will be skipped"; fi; }
+
+test-browser: $(VENV)/.dev-installed chromium ## only the headless-Chromium check of report.html
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m browser
 
 bench: $(VENV)/.installed ## time / memory of one optimisation step vs T (tiny on CPU; sd15_random on GPU if present)
 	$(BIN)/python scripts/bench_step.py

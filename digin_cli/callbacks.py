@@ -77,3 +77,6 @@ class SweepSummary(Callback):
             if items:
                 Writer(sweep).write_summary(items)
         failed_jobs[:] = [r["job"] for r in rows if r["status"] != "ok"]
+        from digin_cli.io import report
+
+        report.refresh(report.write_sweep_report, sweep)

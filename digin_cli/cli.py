@@ -2,7 +2,8 @@
 
 Before Hydra takes over, a pre-flight composes the config once so that a mistyped option, a bad override or an
 unwritable output folder becomes one line naming the fix (exit code 2) instead of a Hydra stack trace. Then
-``@hydra.main`` runs the job(s) through :func:`digin_cli.run.run`.
+``@hydra.main`` runs the job(s) through :func:`digin_cli.run.run`. ``digin report <folder>`` is the one subcommand:
+it rebuilds a run's or a sweep's ``report.html`` and never reaches Hydra.
 """
 
 from __future__ import annotations
@@ -114,8 +115,35 @@ def _hydra_main(cfg: DictConfig) -> None:
     run(cfg)
 
 
+def report_main(argv: list[str]) -> None:
+    """``digin report <run or sweep folder>``: (re)build report.html from what the folder holds."""
+    import argparse
+
+    from digin_cli.io.report import rebuild
+    from digin_cli.tasks import key_images
+
+    parser = argparse.ArgumentParser(prog="digin report", description="Write report.html for a run folder, or for "
+                                     "a sweep folder and every job in it, from the files already there.")
+    parser.add_argument("folder", type=Path, help="outputs/<task>/runs/<run> or outputs/<task>/multiruns/<sweep>")
+
+    def usage_error(message: str):
+        raise DiginError(f"digin report: {message} — usage: digin report <run or sweep folder>")
+
+    parser.error = usage_error
+    args = parser.parse_args(argv)
+    for page in rebuild(args.folder, key_images):
+        print(page)
+
+
 def main() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    if sys.argv[1:2] == ["report"]:  # a subcommand, not an override: Hydra never sees it
+        try:
+            report_main(sys.argv[2:])
+        except DiginError as err:
+            print(f"digin: error: {err}", file=sys.stderr)
+            sys.exit(2)
+        return
     try:
         preflight(sys.argv[1:])
     except DiginError as err:

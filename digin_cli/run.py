@@ -86,6 +86,7 @@ def run(cfg: DictConfig) -> dict:
                 job.tracker.finish(exit_code=job.exit_code)
             except Exception as err:  # the job's results are written; a W&B hiccup must not turn them into a crash
                 print(f"digin: warning: could not finish the W&B run ({type(err).__name__}: {err})", file=sys.stderr)
+        _write_pages(cfg, output_dir, Path(hydra_cfg.sweep.dir) if multirun else None)
     if job.exit_code and not multirun:
         sys.exit(job.exit_code)
     return status
@@ -103,6 +104,16 @@ def _refuse(output_dir: Path, previous: dict, digest: str, multirun: bool) -> di
         sys.exit(2)
     atomic_write_json(output_dir / "status.json", {**previous, "refused": message})
     return {**previous, "status": "refused", "error": message}
+
+
+def _write_pages(cfg: DictConfig, output_dir: Path, sweep_dir: Path | None) -> None:
+    """The job's report.html (and, in a sweep, the sweep's page so far); never fails the job."""
+    from digin_cli.io import report
+    from digin_cli.tasks import key_images
+
+    report.refresh(lambda: report.write_report(output_dir, key_images(str(cfg.task.name))))
+    if sweep_dir is not None:
+        report.refresh(report.write_sweep_report, sweep_dir)
 
 
 class _Job:

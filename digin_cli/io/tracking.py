@@ -90,6 +90,13 @@ class Tracker:
             return
         self.run.log({k: self._wandb.Image(tensor_to_pil(v)) for k, v in images.items()}, step=step)
 
+    def log_table(self, key: str, columns: list[str], rows: list[list]) -> None:
+        """Log a ``wandb.Table``; cells holding a ``Path`` to an image become ``wandb.Image``."""
+        if self.run is None:
+            return
+        data = [[self._wandb.Image(str(c)) if isinstance(c, Path) else _scalar(c) for c in row] for row in rows]
+        self.run.log({key: self._wandb.Table(columns=columns, data=data)})
+
     def summary(self, values: dict) -> None:
         self.start()
         if self.run is not None:

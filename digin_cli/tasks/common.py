@@ -12,10 +12,12 @@ from digin_cli.configs import config_hash
 from digin_cli.context import RunContext
 from digin_cli.device import item_seed, peak_memory_mb, reset_peak_memory, seed_everything
 from digin_cli.errors import DiginError
+from digin_cli.io import report
 from digin_cli.io.atomic import atomic_write_text
 from digin_cli.io.progress import print_table, track
 from digin_cli.io.writer import Writer
 from digin_cli.optimize import OptimResult
+from digin_cli.tasks import key_images
 
 
 def run_items(ctx: RunContext, items: Iterable[tuple[Path, dict]], work: Callable[[Path, dict], dict],
@@ -61,6 +63,7 @@ def run_items(ctx: RunContext, items: Iterable[tuple[Path, dict]], work: Callabl
                   file=sys.stderr)
             rows.append({**item, "status": "failed", "error": f"{type(err).__name__}: {err}"})
         ctx.tracker.log({k: v for k, v in rows[-1].items() if isinstance(v, (int, float))})
+        _report(ctx)  # a partial page after every item: a killed job still shows what it finished
     return rows
 
 
@@ -105,4 +108,11 @@ def finish(ctx: RunContext, rows: list[dict], title: str, columns: list[str] | N
     print_table(title, rows, columns)
     counts = {"items": len(rows), "items_failed": sum(r.get("status") == "failed" for r in rows)}
     ctx.tracker.summary(counts)
+    if ctx.tracker.enabled:  # report.html's key images, one row per item
+        table = lambda: report.key_image_table(ctx.output_dir, key_images(ctx.cfg.task.name))  # noqa: E731
+        report.refresh(lambda: ctx.tracker.log_table("key_images", *table()), what="the W&B key_images table")
     return counts
+
+
+def _report(ctx: RunContext) -> None:
+    report.refresh(lambda: report.write_report(ctx.output_dir, key_images(ctx.cfg.task.name)))

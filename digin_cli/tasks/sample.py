@@ -13,6 +13,8 @@ from digin_cli.errors import DiginError
 from digin_cli.io.writer import slug
 from digin_cli.tasks.common import finish, run_items
 
+KEY_IMAGES: list[str] = []  # each item is one image file; report.html shows that file
+
 
 def run(ctx: RunContext) -> dict:
     task = ctx.cfg.task

@@ -26,6 +26,8 @@ from digin_cli.objectives import Counterfactual, ForegroundAwareDistance
 from digin_cli.segmentation import build_segmenter
 from digin_cli.tasks.common import finish, run_items, save_optimisation
 
+KEY_IMAGES = ["original.png", "mask_overlay.png", "init.png", "counterfactual.png"]  # report.html, in this order
+
 STRATEGIES = ("second_most_likely", "nearest_text", "true_label")
 
 
