@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from digin_cli.augment import Cutouts
 from digin_cli.classifiers import Classifier, build_classifier
+from digin_cli.generation.lcm import LCMSampler
 from digin_cli.generation.models import StableDiffusion, load_generator
 from digin_cli.generation.sampler import DDIMSampler
 from digin_cli.io.tracking import Tracker
@@ -31,7 +32,7 @@ class RunContext:
 
     @cached_property
     def generator(self) -> StableDiffusion:
-        return load_generator(self.cfg.generator, self.device, self.dtype)
+        return load_generator(self.cfg.generator, self.device, self.dtype, cache_dir=self.cfg.paths.cache_dir)
 
     def classifier(self, key: str = "classifier") -> Classifier:
         """The classifier of config group ``key`` (``classifier`` or ``classifier2``), built once per job."""
@@ -40,7 +41,9 @@ class RunContext:
         return self._classifiers[key]
 
     def sampler(self) -> DDIMSampler:
-        return DDIMSampler(self.generator, checkpointing=bool(self.cfg.optimizer.checkpointing))
+        """The sampler named by ``generator.sampler``: ``ddim`` (DiG-IN) or ``lcm`` (DiffExplainer's LCM-LoRA)."""
+        cls = LCMSampler if self.cfg.generator.get("sampler", "ddim") == "lcm" else DDIMSampler
+        return cls(self.generator, checkpointing=bool(self.cfg.optimizer.checkpointing))
 
     def optim_settings(self) -> OptimSettings:
         opt = self.cfg.optimizer

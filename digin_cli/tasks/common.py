@@ -17,6 +17,15 @@ from digin_cli.io.writer import Writer
 from digin_cli.optimize import OptimResult
 
 
+def require_invertible_sampler(ctx: RunContext) -> None:
+    """Tasks on real images invert them with DDIM (null-text inversion); LCM's noisy steps have no inverse."""
+    sampler = ctx.cfg.generator.get("sampler", "ddim")
+    if sampler != "ddim":
+        raise DiginError(f"task={ctx.cfg.task.name} inverts real images, which needs the deterministic DDIM sampler, "
+                         f"not generator.sampler={sampler} — use a DDIM generator (e.g. generator=sd15, or "
+                         "generator.sampler=ddim without an LCM LoRA)")
+
+
 def run_items(ctx: RunContext, items: Iterable[tuple[Path, dict]], work: Callable[[Path, dict], dict],
               description: str, done: Callable[[Path], bool] = Writer.is_done) -> list[dict]:
     """Run ``work(path, item)`` for every item and return one summary row each.

@@ -23,7 +23,7 @@ from digin_cli.errors import DiginError
 from digin_cli.generation.inversion import InversionCache
 from digin_cli.objectives import Counterfactual, ForegroundAwareDistance
 from digin_cli.segmentation import build_segmenter
-from digin_cli.tasks.common import finish, run_items, save_optimisation
+from digin_cli.tasks.common import finish, require_invertible_sampler, run_items, save_optimisation
 
 STRATEGIES = ("second_most_likely", "nearest_text", "true_label")
 
@@ -114,6 +114,7 @@ def overlay(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def run(ctx: RunContext) -> dict:
     task, cfg = ctx.cfg.task, ctx.cfg
+    require_invertible_sampler(ctx)
     if not task.images:
         _require_folder(cfg.paths.imagenet_val)  # before any model is loaded: fail in a second, not minutes
     for pair in task.pairs:
