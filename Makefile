@@ -6,7 +6,7 @@ export HF_HUB_DISABLE_TELEMETRY = 1
 export IMAGENET_VAL
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev demo test test-fast bench bench-vce fig6 fig8 clean-outputs clean
+.PHONY: help install dev demo test test-fast bench bench-vce bench-spurious fig6 fig8 spurious-agreement clean-outputs clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -42,11 +42,19 @@ bench: $(VENV)/.installed ## time / memory of one optimisation step vs T (tiny o
 bench-vce: $(VENV)/.installed ## seconds for inversion and for one counterfactual (tiny on CPU; sd15_random on GPU)
 	$(BIN)/python scripts/bench_vce.py
 
+bench-spurious: $(VENV)/.installed ## seconds per (class, feature) of task=spurious: optimise / sample / segment (tiny on CPU)
+	$(BIN)/python scripts/bench_spurious.py
+
 fig6: $(VENV)/.installed ## paper Fig. 6, ImageNet UVCEs (needs IMAGENET_VAL=/path/to/val and real weights, GPU)
 	$(BIN)/digin experiment=fig6 $(ARGS)
 
 fig8: $(VENV)/.installed ## paper Fig. 8, zero-shot CLIP viaduct UVCEs (needs IMAGENET_VAL=/path/to/val, weights, GPU)
 	$(BIN)/digin experiment=fig8 $(ARGS)
+
+spurious-agreement: $(VENV)/.installed ## DiffExplainer Fig. 6 agreement table (ANNOTATIONS=salient.csv CHECKPOINT=robust_r50.pt; weights, GPU)
+	@test -n "$(ANNOTATIONS)" || { echo "make spurious-agreement: set ANNOTATIONS=/path/to/annotations.csv (columns class, feature, label core|spurious, optional groups)"; exit 2; }
+	@test -f "$(ANNOTATIONS)" || { echo "make spurious-agreement: annotation file '$(ANNOTATIONS)' not found"; exit 2; }
+	$(BIN)/digin experiment=spurious_salient task.annotations=$(abspath $(ANNOTATIONS)) $(if $(CHECKPOINT),classifier.checkpoint=$(abspath $(CHECKPOINT))) $(ARGS)
 
 clean-outputs: ## delete run outputs
 	rm -rf outputs

@@ -8,6 +8,8 @@ import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import torch
+
 from digin_cli.context import RunContext
 from digin_cli.device import peak_memory_mb, reset_peak_memory
 from digin_cli.errors import DiginError
@@ -24,6 +26,12 @@ def require_invertible_sampler(ctx: RunContext) -> None:
         raise DiginError(f"task={ctx.cfg.task.name} inverts real images, which needs the deterministic DDIM sampler, "
                          f"not generator.sampler={sampler} — use a DDIM generator (e.g. generator=sd15, or "
                          "generator.sampler=ddim without an LCM LoRA)")
+
+
+def overlay(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, H, W)`` images dimmed outside ``mask`` ``(B, 1, H, W)`` and tinted red inside it (mask pictures)."""
+    red = torch.tensor([1.0, 0.2, 0.2], device=image.device).view(1, 3, 1, 1)
+    return (image * (0.35 + 0.65 * mask) * (1 - 0.35 * mask) + 0.35 * mask * red).clamp(0, 1)
 
 
 def run_items(ctx: RunContext, items: Iterable[tuple[Path, dict]], work: Callable[[Path, dict], dict],

@@ -23,7 +23,7 @@ from digin_cli.errors import DiginError
 from digin_cli.generation.inversion import InversionCache
 from digin_cli.objectives import Counterfactual, ForegroundAwareDistance
 from digin_cli.segmentation import build_segmenter
-from digin_cli.tasks.common import finish, require_invertible_sampler, run_items, save_optimisation
+from digin_cli.tasks.common import finish, overlay, require_invertible_sampler, run_items, save_optimisation
 
 STRATEGIES = ("second_most_likely", "nearest_text", "true_label")
 
@@ -104,12 +104,6 @@ def distances(best: torch.Tensor, original: torch.Tensor, px_mask: torch.Tensor)
     return {"l1": diff.mean().item(), "l2": diff.pow(2).mean().sqrt().item(),
             "l1_background": (diff * background).sum().item() / weight.item(),
             "l2_background": ((diff.pow(2) * background).sum() / weight).sqrt().item()}
-
-
-def overlay(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The image dimmed outside the mask and tinted red inside it."""
-    red = torch.tensor([1.0, 0.2, 0.2], device=image.device).view(1, 3, 1, 1)
-    return (image * (0.35 + 0.65 * mask) * (1 - 0.35 * mask) + 0.35 * mask * red).clamp(0, 1)
 
 
 def run(ctx: RunContext) -> dict:
