@@ -40,13 +40,15 @@ class RunContext:
         return self._classifiers[key]
 
     def sampler(self) -> DDIMSampler:
-        return DDIMSampler(self.generator, checkpointing=bool(self.cfg.optimizer.checkpointing))
+        opt = self.cfg.optimizer
+        return DDIMSampler(self.generator, checkpointing=opt.checkpointing is not False,
+                           compile=bool(opt.get("compile", False)))
 
     def optim_settings(self) -> OptimSettings:
         opt = self.cfg.optimizer
         fields = {k: v for k, v in OmegaConf.to_container(opt, resolve=True).items()
-                  if k in OptimSettings.__dataclass_fields__ and k != "optimizer"}
-        return OptimSettings(**fields, optimizer=instantiate(opt.optimizer))
+                  if k in OptimSettings.__dataclass_fields__ and k not in ("optimizer", "chunk")}
+        return OptimSettings(**fields, chunk=int(opt.augment.get("chunk", 4)), optimizer=instantiate(opt.optimizer))
 
     def cutouts(self) -> Cutouts:
-        return Cutouts(**self.cfg.optimizer.augment)
+        return Cutouts(**{k: v for k, v in self.cfg.optimizer.augment.items() if k != "chunk"})
