@@ -161,10 +161,13 @@ def real_image_editor(ctx: RunContext):
 def require_editing(ctx: RunContext) -> None:
     """Neuron counterfactuals protect the object: they need an active segmenter and a DDIM generator to invert."""
     cfg = ctx.cfg
-    if cfg.segmentation.get("name", "none") == "none" or not cfg.segmentation.get("_target_", True):
+    if cfg.segmentation.get("name", "none") == "none" or not cfg.segmentation.get("_target_"):
         raise DiginError(f"task={cfg.task.name} keeps the image's object and needs its mask, but segmentation=none "
                          "protects nothing — pass segmentation=sam_hq (or sam / attention; tiny_sam for tests)")
-    require_invertible_sampler(ctx)
+    sampler = cfg.generator.get("sampler", "ddim")  # the LCM sampler's noisy steps have no inverse
+    if sampler != "ddim":
+        raise DiginError(f"task={cfg.task.name} inverts real images, which needs the deterministic DDIM sampler, not "
+                         f"generator.sampler={sampler} — use a DDIM generator (e.g. generator=sd15)")
 
 
 # --- neurons and feature statistics (neuron, neuron_cf, npca) ------------------------------------------------------
