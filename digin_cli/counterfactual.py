@@ -121,7 +121,7 @@ class RealImageEditor:
         sd, sampler, controller = self.sd, self.sampler, prepared.controller
         target_prompt = replace_words(prepared.source_prompt, prepared.source_words, target_words)
         controller.token_map = token_alignment(sd.tokenizer, prepared.source_prompt, target_prompt,
-                                               prepared.source_words, target_words)
+                                               prepared.source_words, target_words, embed=sd.encode_prompt)
         cond = sd.encode_prompt(target_prompt)
         uncond = prepared.inversion.uncond
         if not self.segmenter_active:
