@@ -42,14 +42,15 @@ class RunContext:
 
     def sampler(self) -> DDIMSampler:
         """The sampler named by ``generator.sampler``: ``ddim`` (DiG-IN) or ``lcm`` (DiffExplainer's LCM-LoRA)."""
+        opt = self.cfg.optimizer
         cls = LCMSampler if self.cfg.generator.get("sampler", "ddim") == "lcm" else DDIMSampler
-        return cls(self.generator, checkpointing=bool(self.cfg.optimizer.checkpointing))
+        return cls(self.generator, checkpointing=opt.checkpointing is not False, compile=bool(opt.get("compile", False)))
 
     def optim_settings(self) -> OptimSettings:
         opt = self.cfg.optimizer
         fields = {k: v for k, v in OmegaConf.to_container(opt, resolve=True).items()
-                  if k in OptimSettings.__dataclass_fields__ and k != "optimizer"}
-        return OptimSettings(**fields, optimizer=instantiate(opt.optimizer))
+                  if k in OptimSettings.__dataclass_fields__ and k not in ("optimizer", "chunk")}
+        return OptimSettings(**fields, chunk=int(opt.augment.get("chunk", 4)), optimizer=instantiate(opt.optimizer))
 
     def cutouts(self) -> Cutouts:
-        return Cutouts(**self.cfg.optimizer.augment)
+        return Cutouts(**{k: v for k, v in self.cfg.optimizer.augment.items() if k != "chunk"})

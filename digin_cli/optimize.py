@@ -7,6 +7,20 @@ loss is a linearly weighted sum over the images of the last k steps (x0-predicti
 the image we output), each seen through random cutouts; every iterate's plain image is scored without augmentation
 and the best one is returned, iterate 0 being the unoptimised SD image; a non-finite loss ends the run for that item
 with the error recorded and the best iterate so far kept.
+
+One optimisation step, lean (all exact: the gradients equal a single ``backward()`` of the whole loss):
+
+1. render with grad: the sampler's chain (per-step checkpointing as planned below), then the k loss latents decoded
+   in one batched, checkpointed VAE call;
+2. the k images (and latents) become detached leaves; the objective's training loss runs on them a chunk of cutouts
+   at a time (``chunk`` views, each chunk scaled by its share of the views; views drawn once per image before
+   chunking), with a ``backward()`` per chunk, so only one chunk's classifier activations are ever alive;
+3. one ``torch.autograd.backward`` from the images and latents, with the leaves' gradients, plus the objective's
+   whole-image terms (Eq. 4), through the decoder and the sampler.
+
+Checkpointing: ``True`` recomputes every denoising step in backward, ``False`` none, ``"auto"`` measures once (first
+iterate, saved-tensor hooks) the activation bytes of one step and leaves as many of the last steps un-checkpointed
+as fit ``memory_budget_gb`` (on CUDA by default 85 % of the free memory; on CPU without a budget: all checkpointed).
 """
 
 from __future__ import annotations
@@ -19,8 +33,9 @@ from functools import partial
 
 import torch
 
-from digin_cli.generation.sampler import DDIMSampler, SamplerHooks
+from digin_cli.generation.sampler import DDIMSampler, SamplerHooks, per_step
 from digin_cli.io.progress import track
+from digin_cli.objectives import Objective as ChunkedObjective
 
 Objective = Callable[..., tuple[torch.Tensor, dict[str, float]]]
 """``objective(images, augment, latents)`` -> (loss, metrics); see :mod:`digin_cli.objectives`."""
@@ -42,12 +57,24 @@ class OptimSettings:
     loss_steps: int = 3
     grad_clip: float | None = None
     optimizer: Callable = field(default=partial(torch.optim.Adam))
+    checkpointing: bool | str | None = None
+    """True / False / "auto" (see the module docstring); None follows the sampler's own setting."""
+    memory_budget_gb: float | None = None
+    """With checkpointing "auto": memory for un-checkpointed steps' activations (None: CUDA 85 % free, CPU 0)."""
+    two_stage: bool = True
+    """Backward split at the images with chunked cutouts (False: one ``backward()`` of the whole loss)."""
+    chunk: int = 4
+    """Cutouts per classifier forward / backward in the two-stage backward."""
 
     def __post_init__(self):
         if self.steps < 0:
             raise ValueError("optimizer.steps must be >= 0")
         if self.loss_steps < 1:
             raise ValueError("optimizer.loss_steps must be >= 1")
+        if self.chunk < 1:
+            raise ValueError("optimizer.augment.chunk must be >= 1")
+        if self.checkpointing not in (None, True, False, "auto"):
+            raise ValueError("optimizer.checkpointing must be true, false or auto")
 
 
 @dataclass
@@ -77,6 +104,27 @@ class OptimResult:
         return self.iterates[0]
 
 
+def step_activation_bytes(sampler: DDIMSampler, z: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None,
+                          hooks: SamplerHooks | None = None, i: int = 0) -> int:
+    """Bytes autograd saves for backward over one un-checkpointed denoising step (unique storages; the frozen
+    weights, which exist anyway, excluded), counted with saved-tensor hooks on a throw-away forward of step ``i``."""
+    module = sampler.sd.unet
+    weights = {t.untyped_storage().data_ptr() for t in (*module.parameters(), *module.buffers())}
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in weights:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    inputs = [t.detach().requires_grad_() if t is not None else None
+              for t in (z, per_step(cond, i), per_step(uncond, i) if uncond is not None else None)]
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        sampler.step(*inputs[:1], i, *inputs[1:], hooks)
+    return sum(storages.values())
+
+
 def linear_weights(k: int) -> list[float]:
     """The authors' 'linear' schedule over the last k steps: 1/6, 2/6, 3/6 for k = 3."""
     total = k * (k + 1) / 2
@@ -94,14 +142,99 @@ class DiginOptimizer:
 
     def __init__(self, sampler: DDIMSampler, settings: OptimSettings, hooks: SamplerHooks | None = None):
         self.sampler, self.settings, self.hooks = sampler, settings, hooks
+        self.step_bytes: int | None = None
+        """Activation bytes of one denoising step, measured on the first iterate with checkpointing "auto"."""
+        self.plain_steps: int | None = None
+        """How many of the last steps run un-checkpointed (None until planned: True / False / sampler default)."""
 
-    def render(self, z_T: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None
+    @property
+    def checkpointing(self) -> bool | str:
+        mode = self.settings.checkpointing
+        return self.sampler.checkpointing if mode is None else mode
+
+    def plan_checkpointing(self, z: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None) -> int:
+        """With "auto": measure one step (once) and return how many of the last steps fit the budget un-checkpointed.
+
+        The last steps are the ones left plain: backward meets them first and frees their activations before any
+        checkpointed step is recomputed, so the peak is max(n, 1) steps' activations rather than n + 1.
+        """
+        T = self.sampler.num_steps
+        mode = self.checkpointing
+        if mode != "auto":
+            return 0 if mode else T
+        budget = self.settings.memory_budget_gb
+        device = z.device
+        if budget is None:
+            if device.type != "cuda":
+                return 0  # on CPU "auto" means checkpoint everything unless a budget is given
+            budget_bytes = 0.85 * torch.cuda.mem_get_info(device)[0]
+        else:
+            budget_bytes = float(budget) * 2**30
+        if self.step_bytes is None:
+            self.step_bytes = step_activation_bytes(self.sampler, z, cond, uncond, self.hooks)
+        return min(T, int(budget_bytes // max(self.step_bytes, 1)))
+
+    def render(self, z_T: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None, k: int | None = None
                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Latents and images in [0, 1] of the last k steps; the last pair is z_0 and its image, the iterate's."""
-        k = min(self.settings.loss_steps, self.sampler.num_steps)
-        out = self.sampler.sample(z_T, cond, uncond, keep_last=k, hooks=self.hooks)
+        """Latents and images in [0, 1] of the last k steps; the last pair is z_0 and its image, the iterate's.
+
+        The k latents are decoded in one batched VAE call (checkpointed unless checkpointing is off).
+        """
+        T = self.sampler.num_steps
+        k = min(self.settings.loss_steps, T) if k is None else k
+        mode = self.checkpointing
+        plain = T if mode is False else (self.plain_steps or 0)
+        out = self.sampler.sample(z_T, cond, uncond, keep_last=k, hooks=self.hooks,
+                                  checkpoint_step=lambda i: i < T - plain)
         latents = out.x0_predictions[:-1] + [out.latents]
-        return latents, [self.sampler.decode(z) for z in latents]
+        batch = z_T.shape[0]
+        images = self.sampler.decode(torch.cat(latents), checkpointing=mode is not False).split(batch)
+        return latents, list(images)
+
+    def training_backward(self, objective: Objective, images: list[torch.Tensor], latents: list[torch.Tensor],
+                          weights: list[float]) -> torch.Tensor:
+        """Backpropagate Σ_j w_j L(x_j, z_j) to the sampler inputs; returns the loss value (detached).
+
+        Two-stage (default, see the module docstring) or one ``backward()`` of the whole loss (``two_stage=False``).
+        A non-finite loss is returned before anything reaches the sampler inputs.
+        """
+        if not self.settings.two_stage:
+            loss = sum(w * objective(img, True, lat)[0] for w, img, lat in zip(weights, images, latents))
+            if torch.isfinite(loss):
+                loss.backward()
+            return loss.detach()
+        image_leaves = [x.detach().requires_grad_() for x in images]
+        latent_leaves = [z.detach().requires_grad_() for z in latents]
+        total = images[0].new_zeros(())
+        extra = []
+        chunk = self.settings.chunk
+        for w, x, z, x_graph, z_graph in zip(weights, image_leaves, latent_leaves, images, latents):
+            if isinstance(objective, ChunkedObjective):
+                draws = objective.draw(x)  # every view fixed before chunking: chunks never change what a view sees
+                for start in range(0, objective.num_views, chunk):
+                    part = w * objective.chunk_loss(x, draws, slice(start, start + chunk))
+                    part.backward()
+                    total = total + part.detach()
+                term = objective.image_loss(x_graph, z_graph)  # cheap whole-image terms: straight in the last stage
+                if term is not None:
+                    extra.append(w * term)
+            else:  # a plain callable: the whole loss on the leaves, one piece
+                part = w * objective(x, True, z)[0]
+                part.backward()
+                total = total + part.detach()
+        extra = sum(extra) if extra else None
+        if extra is not None:
+            total = total + extra.detach()
+        if not torch.isfinite(total):
+            return total
+        tensors = [t for t, leaf in zip([*images, *latents], [*image_leaves, *latent_leaves]) if leaf.grad is not None]
+        grads = [leaf.grad for leaf in [*image_leaves, *latent_leaves] if leaf.grad is not None]
+        if extra is not None:
+            tensors.append(extra)
+            grads.append(None)
+        if tensors:
+            torch.autograd.backward(tensors, grads)
+        return total
 
     def _variables(self, z_T, cond, uncond):
         s, T = self.settings, self.sampler.num_steps
@@ -133,9 +266,11 @@ class DiginOptimizer:
         error = None
         for it in track(range(s.steps + 1), description):
             train = it < s.steps and optimizer is not None
+            c, u = cond + dc, (uncond + du if du is not None else uncond)
+            if train and self.plain_steps is None:
+                self.plain_steps = self.plan_checkpointing(z, c, u)
             with torch.set_grad_enabled(train):
-                c, u = cond + dc, (uncond + du if du is not None else uncond)
-                latents, images = self.render(z, c, u)
+                latents, images = self.render(z, c, u, k=None if train else 1)
             with torch.no_grad():
                 loss, metrics = objective(images[-1].detach(), False, latents[-1].detach())
             loss_value = float(loss)
@@ -148,12 +283,11 @@ class DiginOptimizer:
                                "uncond": u.detach().clone() if u is not None else None}
             if not train:
                 continue
-            train_loss = sum(w * objective(img, True, lat)[0] for w, img, lat in zip(weights, images, latents))
+            optimizer.zero_grad(set_to_none=True)
+            train_loss = self.training_backward(objective, images, latents, weights)
             if not torch.isfinite(train_loss):
                 error = f"non-finite training loss at iterate {it}; kept the best iterate so far"
                 break
-            optimizer.zero_grad(set_to_none=True)
-            train_loss.backward()
             if s.grad_clip:
                 torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], s.grad_clip)
             optimizer.step()

@@ -128,3 +128,20 @@ def test_neuron_counterfactual_adds_the_foreground_distance():
     expected = f.features(images)[0, 3] + 250 * (mask * (images - original) ** 2).mean()
     assert abs(loss.item() - expected.item()) < 1e-5
     assert {"phi", "p_class", "distance", "d_px", "d_vae", "loss"} <= set(metrics)
+
+
+def test_neuron_objectives_chunk_exactly():
+    """The loop's chunked backward adds per-view chunks: halves of the drawn views sum to the whole mean."""
+    from digin_cli.objectives import FeatureActivation, ForegroundAwareDistance, NeuronCounterfactual
+
+    f = TinyClassifier(seed=1)
+    images = torch.rand(1, 3, 64, 64)
+    distance = ForegroundAwareDistance(images.clone(), torch.zeros(1, 4, 8, 8), torch.ones(1, 1, 64, 64),
+                                       torch.ones(1, 1, 8, 8), keep="foreground")
+    objective = NeuronCounterfactual(FeatureActivation(f, 2, +1, Cutouts(4)), distance)
+    draws = objective.draw(images, torch.Generator().manual_seed(0))
+    whole = objective.chunk_loss(images, draws, slice(None))
+    halves = objective.chunk_loss(images, draws, slice(0, 2)) + objective.chunk_loss(images, draws, slice(2, 4))
+    assert abs(whole.item() - halves.item()) < 1e-6
+    views = objective.cutouts.apply(images, draws[0], slice(None))
+    assert abs(whole.item() + f.features(views)[:, 2].mean().item()) < 1e-5

@@ -56,14 +56,17 @@ class DDIMSampler:
 
     Args:
         sd: the frozen Stable Diffusion components and sampling settings.
-        checkpointing: recompute each denoising step during backward instead of storing its activations.
+        checkpointing: recompute each denoising step during backward instead of storing its activations (the
+            default of :meth:`sample` and :meth:`decode`; both take a per-call choice too).
+        compile: run the UNet through ``torch.compile`` (default backend).
     """
 
     scheduler_class = DDIMScheduler
 
-    def __init__(self, sd: StableDiffusion, checkpointing: bool = True):
+    def __init__(self, sd: StableDiffusion, checkpointing: bool = True, compile: bool = False):
         self.sd = sd
         self.checkpointing = checkpointing
+        self.unet = torch.compile(sd.unet) if compile else sd.unet
         # A private scheduler: DDIMScheduler.step reads the step count from the scheduler's state, so samplers with
         # different T sharing the pipeline's scheduler would silently corrupt each other.
         self.scheduler = self.scheduler_class.from_config(sd.scheduler.config)
@@ -90,7 +93,7 @@ class DDIMSampler:
         else:
             z_in, context = z, cond
         z_in = self.scheduler.scale_model_input(z_in, t)
-        eps = self.sd.unet(z_in.to(self.sd.dtype), t, encoder_hidden_states=context.to(self.sd.dtype),
+        eps = self.unet(z_in.to(self.sd.dtype), t, encoder_hidden_states=context.to(self.sd.dtype),
                            cross_attention_kwargs=xa_kwargs, return_dict=False)[0].float()
         if not self.guided:
             return eps
@@ -118,23 +121,27 @@ class DDIMSampler:
 
     def sample(self, z_T: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None = None, *,
                keep_last: int = 0, keep_trajectory: bool = False, hooks: SamplerHooks | None = None,
-               start: int = 0, noise: object | None = None) -> SamplerOutput:
+               start: int = 0, checkpoint_step: Callable[[int], bool] | None = None,
+               noise: object | None = None) -> SamplerOutput:
         """Run the chain from ``z_T`` (or from step ``start``'s latent) to z_0.
 
         ``cond`` / ``uncond`` are ``(B,77,D)`` for all steps or ``(T,B,77,D)`` per step; ``uncond`` may be None at
-        guidance <= 1. ``noise`` is what ``seeded_start`` returned beside z_T (stochastic samplers only).
-        Gradients flow to every input that requires them.
+        guidance <= 1. Gradients flow to every input that requires them. ``checkpoint_step(i)`` says whether step
+        i is checkpointed under grad (default: ``self.checkpointing`` for every step). ``noise`` is what
+        ``seeded_start`` returned beside z_T (stochastic samplers only).
         """
         if self.guided and uncond is None:
             raise ValueError("guidance > 1 needs an unconditional (null-text) embedding")
-        use_checkpoint = self.checkpointing and torch.is_grad_enabled()
+        grad = torch.is_grad_enabled()
+        if checkpoint_step is None:
+            checkpoint_step = lambda i: self.checkpointing  # noqa: E731
         z = z_T
         x0s: list[torch.Tensor] = []
         trajectory = [z.detach()] if keep_trajectory else None
         for i in range(start, self.num_steps):
             c_i = per_step(cond, i)
             u_i = per_step(uncond, i) if uncond is not None else None
-            if use_checkpoint:
+            if grad and checkpoint_step(i):
                 z, x0 = checkpoint(self.step, z, i, c_i, u_i, hooks, noise, use_reentrant=False)
             else:
                 z, x0 = self.step(z, i, c_i, u_i, hooks, noise)
@@ -144,8 +151,10 @@ class DDIMSampler:
                 trajectory.append(z.detach())
         return SamplerOutput(latents=z, x0_predictions=x0s, trajectory=trajectory)
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """VAE decode to [0,1]; checkpointed under grad so k decodes never hold their activations at once."""
-        if self.checkpointing and torch.is_grad_enabled() and latents.requires_grad:
+    def decode(self, latents: torch.Tensor, checkpointing: bool | None = None) -> torch.Tensor:
+        """VAE decode to [0,1]; checkpointed under grad (by default when ``self.checkpointing``): the decoder's
+        activations then exist only while its backward runs."""
+        checkpointing = self.checkpointing if checkpointing is None else checkpointing
+        if checkpointing and torch.is_grad_enabled() and latents.requires_grad:
             return checkpoint(self.sd.decode, latents, use_reentrant=False)
         return self.sd.decode(latents)

@@ -1,4 +1,5 @@
-"""Pieces every optimisation task shares: the per-item loop with skip/failure handling and result writing."""
+"""Pieces several tasks share: the per-item loop with skip/failure handling and result writing; real-image inputs
+and their distances / overlays (vce, neuron_cf, npca); neuron targets and feature statistics (neuron, neuron_cf)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from pathlib import Path
 
 import torch
 
+from digin_cli.classifiers import Classifier, resolve_class
 from digin_cli.context import RunContext
+from digin_cli.data import InputImage, load_inputs
+from digin_cli.data.images import class_image_files, image_files, imagenet_indices_of_classes
 from digin_cli.device import peak_memory_mb, reset_peak_memory
 from digin_cli.errors import DiginError
 from digin_cli.io.atomic import atomic_write_text
@@ -26,12 +30,6 @@ def require_invertible_sampler(ctx: RunContext) -> None:
         raise DiginError(f"task={ctx.cfg.task.name} inverts real images, which needs the deterministic DDIM sampler, "
                          f"not generator.sampler={sampler} — use a DDIM generator (e.g. generator=sd15, or "
                          "generator.sampler=ddim without an LCM LoRA)")
-
-
-def overlay(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``(B, 3, H, W)`` images dimmed outside ``mask`` ``(B, 1, H, W)`` and tinted red inside it (mask pictures)."""
-    red = torch.tensor([1.0, 0.2, 0.2], device=image.device).view(1, 3, 1, 1)
-    return (image * (0.35 + 0.65 * mask) * (1 - 0.35 * mask) + 0.35 * mask * red).clamp(0, 1)
 
 
 def run_items(ctx: RunContext, items: Iterable[tuple[Path, dict]], work: Callable[[Path, dict], dict],
@@ -96,3 +94,163 @@ def finish(ctx: RunContext, rows: list[dict], title: str, columns: list[str] | N
     counts = {"items": len(rows), "items_failed": sum(r.get("status") == "failed" for r in rows)}
     ctx.tracker.summary(counts)
     return counts
+
+
+# --- real images (vce, neuron_cf, npca) ------------------------------------------------------------------------------
+
+
+def select_images(ctx: RunContext, f: Classifier) -> list[InputImage]:
+    """The images named by ``task.images`` / ``task.indices`` / ``task.image_classes`` (and vce's ``task.pairs``)."""
+    task, res = ctx.cfg.task, int(ctx.cfg.generator.resolution)
+    imagenet_val = ctx.cfg.paths.imagenet_val
+    indices = list(task.indices) if task.indices else None
+    classes = list(task.image_classes) + [pair[0] for pair in task.get("pairs", [])]
+    if classes:
+        if task.images:
+            raise DiginError("task.image_classes / task.pairs select ImageNet val images; leave task.images empty")
+        labels = [resolve_class(c, f.class_names) for c in classes]
+        indices = imagenet_indices_of_classes(imagenet_val, labels, int(task.images_per_class))
+    return load_inputs(task.images, res, imagenet_val=imagenet_val, indices=indices, class_names=f.class_names)
+
+
+def require_imagenet_val(imagenet_val) -> None:
+    """Fail in a second, before any model loads, when a run needs ImageNet val and it is not there."""
+    if not imagenet_val or not Path(str(imagenet_val)).expanduser().is_dir():
+        raise DiginError(f"this run reads ImageNet validation images but paths.imagenet_val is "
+                         f"{'unset' if not imagenet_val else repr(str(imagenet_val)) + ' (not a folder)'} — set "
+                         "paths.imagenet_val=/path/to/imagenet/val (one subfolder per class; IMAGENET_VAL=... for "
+                         "make fig6 / fig8 / fig10 / fig11), or pass task.images=<file or folder>")
+
+
+def start_class(task, f: Classifier, item: InputImage, probs: torch.Tensor) -> int:
+    """``task.start``: the predicted class, the image's label, or a named class."""
+    if task.start == "predicted":
+        return int(probs.argmax())
+    if task.start == "label":
+        if item.label is None:
+            raise DiginError(f"task.start=label but {item.path} has no known label — use task.start=predicted or "
+                             "a class name, or ImageNet val images (paths.imagenet_val)")
+        return item.label
+    return resolve_class(task.start, f.class_names)
+
+
+def distances(best: torch.Tensor, original: torch.Tensor, region: torch.Tensor, name: str) -> dict[str, float]:
+    """Per-pixel L1 (mean |Δ|) and L2 (root mean square Δ), over the whole image and over ``region`` (1 = counted;
+    the background for vce, the object for neuron counterfactuals), the latter as ``l1_<name>`` / ``l2_<name>``."""
+    diff = (best.to(original.device) - original).abs()
+    region = region.to(original.device).expand_as(diff)
+    weight = region.sum().clamp_min(1e-8)
+    return {"l1": diff.mean().item(), "l2": diff.pow(2).mean().sqrt().item(),
+            f"l1_{name}": (diff * region).sum().item() / weight.item(),
+            f"l2_{name}": ((diff.pow(2) * region).sum() / weight).sqrt().item()}
+
+
+def overlay(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The image dimmed outside the mask and tinted red inside it."""
+    red = torch.tensor([1.0, 0.2, 0.2], device=image.device).view(1, 3, 1, 1)
+    return (image * (0.35 + 0.65 * mask) * (1 - 0.35 * mask) + 0.35 * mask * red).clamp(0, 1)
+
+
+def real_image_editor(ctx: RunContext):
+    """The run's :class:`RealImageEditor`: segmenter and inversion cache built once; the same cache keys for every
+    real-image task, so an image inverted by vce is reused by neuron_cf / npca and back."""
+    from digin_cli.counterfactual import RealImageEditor
+    from digin_cli.generation.inversion import InversionCache
+    from digin_cli.segmentation import build_segmenter
+
+    cfg, task = ctx.cfg, ctx.cfg.task
+    sd = ctx.generator
+    return RealImageEditor(sd, ctx.sampler(), build_segmenter(cfg.segmentation, ctx.device),
+                           InversionCache(Path(str(cfg.paths.cache_dir)) / "inversions"),
+                           sd_key=f"{cfg.generator.source}:{cfg.generator.pretrained or cfg.generator.get('seed')}",
+                           inner_steps=int(task.inversion.inner_steps), early_stop=float(task.inversion.early_stop),
+                           mask_steps=float(task.mask_steps))
+
+
+def require_editing(ctx: RunContext) -> None:
+    """Neuron counterfactuals protect the object: they need an active segmenter and a DDIM generator to invert."""
+    cfg = ctx.cfg
+    if cfg.segmentation.get("name", "none") == "none" or not cfg.segmentation.get("_target_"):
+        raise DiginError(f"task={cfg.task.name} keeps the image's object and needs its mask, but segmentation=none "
+                         "protects nothing — pass segmentation=sam_hq (or sam / attention; tiny_sam for tests)")
+    require_invertible_sampler(ctx)
+
+
+# --- neurons and feature statistics (neuron, neuron_cf, npca) ------------------------------------------------------
+
+
+def feature_cache(ctx: RunContext):
+    from digin_cli.features import FeatureCache
+
+    return FeatureCache(Path(str(ctx.cfg.paths.cache_dir)) / "features")
+
+
+def features_of(ctx: RunContext, f: Classifier, files: list[Path], description: str) -> torch.Tensor:
+    """Per-image features of ``files`` (cached; streamed in ``task.feature_batch_size`` batches)."""
+    from digin_cli.features import classifier_key, image_features
+
+    return image_features(f, files, int(ctx.cfg.generator.resolution), feature_cache(ctx),
+                          classifier_key(ctx.cfg.classifier), int(ctx.cfg.task.get("feature_batch_size", 32)),
+                          description)
+
+
+def class_files(ctx: RunContext, f: Classifier, label: int) -> list[Path]:
+    """Images of class ``label`` in ``paths.imagenet_train``."""
+    return class_image_files(ctx.cfg.paths.get("imagenet_train"), label, f.class_names)
+
+
+def folder_files(folder, what: str) -> list[Path]:
+    return image_files(folder, what)
+
+
+def check_feature(f: Classifier, n: int, what: str = "task.neurons") -> int:
+    """``n`` as a feature index of ``f`` (0 .. num_features - 1), or a one-line error."""
+    try:
+        n = int(n)
+    except (TypeError, ValueError):
+        raise DiginError(f"{what} entry {n!r} is not an integer feature index — pass e.g. {what}=[870]") from None
+    if not 0 <= n < f.num_features:
+        raise DiginError(f"feature {n} is out of range: the classifier has {f.num_features} features "
+                         f"(0..{f.num_features - 1}) — pick {what} within 0..{f.num_features - 1}")
+    return n
+
+
+def neuron_targets(ctx: RunContext, f: Classifier) -> list[tuple[int, int | None]]:
+    """``(feature, associated class)`` pairs from ``task.neurons`` or ``task.top_features_of`` + ``task.top_k``.
+
+    With ``top_features_of`` the class's Salient ImageNet ranking over its ``paths.imagenet_train`` images is
+    written as ``ranking.csv`` and its top k features are the targets. Otherwise the associated class (the one
+    whose confidence is reported) is ``task.reference_class`` when set, else the class with the largest head weight
+    on the feature, else none (a classifier without a linear head).
+    """
+    from digin_cli.features import class_feature_ranking
+
+    task = ctx.cfg.task
+    if task.get("top_features_of") is not None:
+        label = resolve_class(task.top_features_of, f.class_names)
+        w, _ = f.head()
+        files = class_files(ctx, f, label)
+        ranking = class_feature_ranking(features_of(ctx, f, files, f"features of {f.class_names[label]}"), w, label,
+                                        int(task.top_k))
+        ctx.writer.write_summary([{"class": f.class_names[label], **r} for r in ranking], "ranking.csv")
+        return [(r["feature"], label) for r in ranking]
+    if not task.neurons:
+        raise DiginError("no neuron to visualise — pass task.neurons=[870] or task.top_features_of=<class> "
+                         "(with paths.imagenet_train)")
+    neurons = [check_feature(f, n) for n in task.neurons]
+    if task.get("reference_class") is not None:
+        label = resolve_class(task.reference_class, f.class_names)
+        return [(n, label) for n in neurons]
+    try:
+        w, _ = f.head()
+    except DiginError:
+        return [(n, None) for n in neurons]
+    return [(n, int(w[:, n].argmax())) for n in neurons]
+
+
+def directions(task) -> list[tuple[str, int]]:
+    """``task.direction`` (max | min | both) as (name, sign) pairs."""
+    options = {"max": [("max", 1)], "min": [("min", -1)], "both": [("max", 1), ("min", -1)]}
+    if str(task.direction) not in options:
+        raise DiginError(f"unknown task.direction '{task.direction}' — use task.direction=max, min or both")
+    return options[str(task.direction)]
