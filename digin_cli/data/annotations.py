@@ -174,15 +174,32 @@ def agreement(predicted: Mapping[tuple[str, int], str], annotations: Annotations
     return rows
 
 
+def agreement_by_delta(fractions: Mapping[tuple[str, int], Sequence[float]], annotations: Annotations,
+                       deltas: Iterable[float]) -> list[dict]:
+    """Overall agreement for each δ in ``deltas``, from the samples' object fractions per (class, feature).
+
+    The paper does not report its δ; since Eq. 6 only thresholds E[r], every δ is answered from one run's r values.
+    Rows: ``delta``, ``features``, ``agree``, ``agreement``, ``core`` (how many pairs are called core).
+    """
+    rows = []
+    for delta in deltas:
+        predicted = {key: decide(r, delta)[1] for key, r in fractions.items()}
+        overall = agreement(predicted, annotations)[0]
+        rows.append({"delta": round(float(delta), 6), "features": overall["features"], "agree": overall["agree"],
+                     "agreement": overall["agreement"], "core": sum(v == "core" for v in predicted.values())})
+    return rows
+
+
 def write_agreement(path: str | Path, rows: Sequence[dict]) -> Path:
-    """agreement.csv, atomically."""
+    """agreement.csv (or agreement_by_delta.csv), atomically."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["group", "value", "classes", "features", "agree", "agreement"],
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["group", "value", "classes", "features",
+                                                                             "agree", "agreement"],
                             lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return atomic_write_text(path, buffer.getvalue())
 
 
-__all__ = ["Annotation", "Annotations", "agreement", "write_agreement", "decide", "check_delta", "LABELS",
+__all__ = ["Annotation", "Annotations", "agreement", "agreement_by_delta", "write_agreement", "decide", "check_delta", "LABELS",
            "BIAS_LEVELS"]

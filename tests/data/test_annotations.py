@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from digin_cli.classifiers.classnames import imagenet_class_names, resolve_class
-from digin_cli.data.annotations import Annotations, agreement, check_delta, decide, write_agreement
+from digin_cli.data.annotations import (Annotations, agreement, agreement_by_delta, check_delta, decide,
+                                        write_agreement)
 from digin_cli.errors import DiginError
 from digin_cli.segmentation.grounding import object_fractions
 
@@ -119,3 +120,13 @@ def test_missing_file_and_unknown_class(tmp_path):
     path = _write(tmp_path / "a.csv", [("tenchh", 1, "core")], ("class", "feature", "label"))
     with pytest.raises(DiginError, match=r"line 2: unknown class 'tenchh' .*did you mean: 'tench'"):
         Annotations.load(path, resolve=lambda c: names[resolve_class(c, names)])
+
+
+def test_agreement_by_delta_hand_computed(tmp_path):
+    path = _write(tmp_path / "a.csv", [("A", 1, "core"), ("A", 2, "spurious"), ("B", 1, "spurious")],
+                  ("class", "feature", "label"))
+    fractions = {("A", 1): [0.4, 0.2], ("A", 2): [0.1, 0.1], ("B", 1): [0.0, 0.2]}  # E[r] = 0.3, 0.1, 0.1
+    rows = {r["delta"]: r for r in agreement_by_delta(fractions, Annotations.load(path), [0.0, 0.1, 0.2, 0.35])}
+    # δ = 0 / 0.1: all core -> only (A, 1) agrees; δ = 0.2: (A, 1) core, the rest spurious -> all agree; δ = 0.35: none core.
+    assert [(rows[d]["agree"], rows[d]["core"]) for d in (0.0, 0.1, 0.2, 0.35)] == [(1, 3), (1, 3), (3, 1), (2, 0)]
+    assert rows[0.2]["agreement"] == 1.0 and rows[0.35]["agreement"] == pytest.approx(2 / 3)
