@@ -1,5 +1,6 @@
 """The papers' objectives, each a loss to minimise on generated images in [0, 1]: Disagreement (Eq. 3),
-ForegroundAwareDistance (Eq. 4), Counterfactual (Eq. 5), FeatureActivation (Eq. 6), NeuronCounterfactual (Sec. 6).
+ForegroundAwareDistance (Eq. 4), Counterfactual (Eq. 5), FeatureActivation (Eq. 6), NeuronCounterfactual (Sec. 6)
+of DiG-IN; ClassCrossEntropy (Eq. 3) and ClassFeature (Eq. 5) of DiffExplainer (its Eq. 4 is FeatureActivation).
 
 Contract. An objective is called as ``objective(images, augment, latents)`` and returns ``(loss, metrics)``: a scalar
 tensor and a dict of floats for reporting. ``latents`` are the VAE latents the images were decoded from (for
@@ -263,3 +264,57 @@ class NeuronCounterfactual(Objective):
         distance, parts = self.distance(images, latents)
         loss = act_loss + distance
         return loss, {**metrics, "loss": loss.item(), "distance": distance.item(), **parts}
+
+
+class ClassCrossEntropy(Objective):
+    """Class cross-entropy, DiffExplainer Eq. 3: CE(φ(D(ε(z, τ(t)))), c) = −log p_c (minimised).
+
+    Per view ℓ = −log p_c(view) (random cutouts when ``augment`` and ``cutouts`` has any; DiffExplainer names none).
+    """
+
+    def __init__(self, classifier: Classifier, target: int, cutouts: Cutouts | None = None):
+        self.classifier, self.target, self.cutouts = classifier, int(target), cutouts
+
+    @property
+    def view_sizes(self):
+        return [self.classifier.input_size]
+
+    def view_losses(self, views):
+        return -self.classifier(views[0]).log_softmax(dim=-1)[:, self.target]
+
+    def evaluate(self, images, latents=None):
+        log_p = self.classifier(images).log_softmax(dim=-1)[:, self.target].mean()
+        return -log_p, {"loss": -log_p.item(), "ce": -log_p.item(), "p_class": log_p.exp().item()}
+
+
+class ClassFeature(Objective):
+    """Class plus feature, DiffExplainer Eq. 5: CE(φ(x), c) − w · φ_f(x) (minimised; the paper's w = 1).
+
+    The sum of :class:`ClassCrossEntropy` (Eq. 3) and ``w`` times :class:`FeatureActivation` (Eq. 4, maximised),
+    from one classifier pass per view: the class term keeps the target class present while the feature term asks
+    for the feature (the spurious-feature discovery of Sec. 3.3).
+    """
+
+    def __init__(self, classifier: Classifier, target: int, feature: int, feature_weight: float = 1.0,
+                 cutouts: Cutouts | None = None):
+        self.classifier, self.target, self.cutouts = classifier, int(target), cutouts
+        self.feature = FeatureActivation(classifier, int(feature), +1, cutouts, report_class=int(target))
+        self.feature_weight = float(feature_weight)
+
+    @property
+    def view_sizes(self):
+        return [self.classifier.input_size]
+
+    def _terms(self, images):
+        logits, features = self.classifier.logits_and_features(images)
+        ce = -logits.log_softmax(dim=-1)[:, self.target]
+        return ce, self.feature.value(features)
+
+    def view_losses(self, views):
+        ce, phi = self._terms(views[0])
+        return ce - self.feature_weight * phi
+
+    def evaluate(self, images, latents=None):
+        ce, phi = (t.mean() for t in self._terms(images))
+        loss = ce - self.feature_weight * phi
+        return loss, {"loss": loss.item(), "ce": ce.item(), "p_class": (-ce).exp().item(), "phi": phi.item()}

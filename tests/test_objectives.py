@@ -145,3 +145,34 @@ def test_neuron_objectives_chunk_exactly():
     assert abs(whole.item() - halves.item()) < 1e-6
     views = objective.cutouts.apply(images, draws[0], slice(None))
     assert abs(whole.item() + f.features(views)[:, 2].mean().item()) < 1e-5
+
+
+def test_class_cross_entropy_is_diffexplainer_eq3():
+    from torch.nn.functional import cross_entropy
+
+    from digin_cli.objectives import ClassCrossEntropy
+
+    f = TinyClassifier(seed=1)
+    images = torch.rand(2, 3, 64, 64, requires_grad=True)
+    loss, metrics = ClassCrossEntropy(f, target=5)(images, augment=False)
+    assert torch.allclose(loss, cross_entropy(f(images), torch.tensor([5, 5])), atol=1e-6)
+    assert metrics["p_class"] == torch.exp(-loss).item() or abs(metrics["p_class"] - torch.exp(-loss).item()) < 1e-6
+    loss.backward()
+    assert images.grad.abs().sum() > 0
+
+
+def test_class_feature_is_ce_minus_weighted_feature_eq5():
+    from torch.nn.functional import cross_entropy
+
+    from digin_cli.objectives import ClassFeature
+
+    f = TinyClassifier(seed=1)
+    images = torch.rand(1, 3, 64, 64)
+    for weight in (1.0, 0.5):
+        loss, metrics = ClassFeature(f, target=5, feature=3, feature_weight=weight)(images, augment=False)
+        expected = cross_entropy(f(images), torch.tensor([5])) - weight * f.features(images)[0, 3]
+        assert torch.allclose(loss, expected, atol=1e-5)
+        assert abs(metrics["phi"] - f.features(images)[0, 3].item()) < 1e-5
+    # Training views without cutouts are the image itself: the training loss equals the plain one.
+    plain, _ = ClassFeature(f, 5, 3)(images, augment=False)
+    assert torch.allclose(ClassFeature(f, 5, 3)(images, augment=True)[0], plain, atol=1e-6)

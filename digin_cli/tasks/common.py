@@ -76,9 +76,10 @@ def save_optimisation(ctx: RunContext, item_dir: Path, result: OptimResult, capt
     writer = ctx.writer
     writer.save_image(item_dir, "init.png", result.initial.image)
     writer.save_image(item_dir, "best.png", result.best.image)
-    writer.save_strip(item_dir, "iterates.png", [i.image for i in result.iterates],
+    kept = [i for i in result.iterates if i.image is not None]  # optimizer.keep_images_every
+    writer.save_strip(item_dir, "iterates.png", [i.image for i in kept],
                       [f"it {i.index}{' *' if i.index == result.best_index else ''}\n{caption(i.metrics)}"
-                       for i in result.iterates])
+                       for i in kept])
     metrics = {**metrics, "best_iterate": result.best_index, "error": result.error,
                "seconds": round(result.seconds, 3), "peak_memory_mb": round(peak_memory_mb(ctx.device), 1),
                "iterates": [{"index": i.index, **i.metrics} for i in result.iterates]}
