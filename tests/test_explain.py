@@ -76,3 +76,14 @@ def test_bad_inputs_fail_with_one_line_and_write_no_item(workdir, args, needles)
     one_line_error(proc, *needles)
     assert not list((workdir / output).glob("explain/runs/*/*/*/metrics.json"))
     assert not list((workdir / output).glob("explain/runs/*/**/*.png"))
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["experiment=explain_fig3"], ["classifier.checkpoint="]),
+    (["experiment=explain_fig8", "classifier=tiny_a"], ["generator.pretrained=", "HF_HUB_OFFLINE"]),
+])
+def test_paper_reproductions_fail_fast_without_weights(tmp_path, args, needles):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([*DIGIN, *args, "device=cpu", f"paths.output_root={tmp_path}"], capture_output=True,
+                          text=True, env=env, timeout=300)
+    one_line_error(proc, *needles)
