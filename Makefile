@@ -6,7 +6,8 @@ export HF_HUB_DISABLE_TELEMETRY = 1
 export IMAGENET_VAL
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev demo test test-fast bench bench-vce bench-spurious fig6 fig8 spurious-agreement clean-outputs clean
+.PHONY: help install dev demo test test-fast bench bench-vce bench-prompt bench-spurious fig6 fig8 explain-fig3 \
+        explain-fig4 explain-fig8 spurious-agreement clean-outputs clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -42,6 +43,9 @@ bench: $(VENV)/.installed ## time / memory of one optimisation step vs T (tiny o
 bench-vce: $(VENV)/.installed ## seconds for inversion and for one counterfactual (tiny on CPU; sd15_random on GPU)
 	$(BIN)/python scripts/bench_vce.py
 
+bench-prompt: $(VENV)/.installed ## seconds per soft-prompt step: LCM (4 steps) vs DDIM (20 steps), as a ratio
+	$(BIN)/python scripts/bench_prompt.py
+
 bench-spurious: $(VENV)/.installed ## seconds per (class, feature) of task=spurious: optimise / sample / segment (tiny on CPU)
 	$(BIN)/python scripts/bench_spurious.py
 
@@ -50,6 +54,15 @@ fig6: $(VENV)/.installed ## paper Fig. 6, ImageNet UVCEs (needs IMAGENET_VAL=/pa
 
 fig8: $(VENV)/.installed ## paper Fig. 8, zero-shot CLIP viaduct UVCEs (needs IMAGENET_VAL=/path/to/val, weights, GPU)
 	$(BIN)/digin experiment=fig8 $(ARGS)
+
+explain-fig3: $(VENV)/.installed ## DiffExplainer Fig. 3: "dog sled", "bee", "flagpole" (ARGS=classifier.checkpoint=<robust R50>)
+	$(BIN)/digin experiment=explain_fig3 $(ARGS)
+
+explain-fig4: $(VENV)/.installed ## DiffExplainer Fig. 4: "a texture of" / "a shape of" prefixes for "bee" (same ARGS)
+	$(BIN)/digin -m experiment=explain_fig4 $(ARGS)
+
+explain-fig8: $(VENV)/.installed ## DiffExplainer Fig. 8: hard-prompt text explanation of "bee" (same ARGS)
+	$(BIN)/digin experiment=explain_fig8 $(ARGS)
 
 spurious-agreement: $(VENV)/.installed ## DiffExplainer Fig. 6 agreement table (ANNOTATIONS=salient.csv CHECKPOINT=robust_r50.pt; weights, GPU)
 	@test -n "$(ANNOTATIONS)" || { echo "make spurious-agreement: set ANNOTATIONS=/path/to/annotations.csv (columns class, feature, label core|spurious, optional groups)"; exit 2; }

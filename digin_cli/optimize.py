@@ -202,9 +202,11 @@ class SamplerDeltas:
                 "uncond": inputs.uncond.detach().clone() if inputs.uncond is not None else None}
 
 
-def stream_seed(seed: int, iterate: int) -> int:
-    """The seed of iterate ``iterate``'s z_T in the stream of ``seed`` (independent streams per seed)."""
-    return int(np.random.SeedSequence([int(seed), int(iterate)]).generate_state(1)[0])
+def stream_seed(seed: int, index: int, stream: int = 0) -> int:
+    """The ``index``-th seed of ``seed``'s stream: stream 0 gives iterate ``index``'s z_T, stream 1 the samples drawn
+    after optimisation, so explanation samples never reuse a z the optimisation saw (numpy ``SeedSequence``)."""
+    spawn_key = (int(stream),) if stream else ()
+    return int(np.random.SeedSequence([int(seed), int(index)], spawn_key=spawn_key).generate_state(1)[0])
 
 
 class PromptVariables:

@@ -198,6 +198,11 @@ def tiny_lora(cache_dir: str | os.PathLike, seed: int = 0) -> Path:
 def apply_lora(pipe: StableDiffusionPipeline, lora: str) -> None:
     """``load_lora_weights(lora)`` then ``fuse_lora()``: the LoRA is merged into the UNet weights, so sampling costs
     exactly what the base model costs; the peft layers are unloaded afterwards (the fused weights stay)."""
+    from diffusers.utils import logging as diffusers_logging
+
+    verbosity = diffusers_logging.get_verbosity()
+    # A UNet-only LoRA (LCM-LoRA, ours) makes diffusers warn that the text encoder got no LoRA keys: expected.
+    diffusers_logging.set_verbosity_error()
     try:
         pipe.load_lora_weights(lora)
     except (OSError, ValueError) as err:
@@ -211,6 +216,8 @@ def apply_lora(pipe: StableDiffusionPipeline, lora: str) -> None:
         raise DiginError(f"cannot load LoRA weights '{lora}': not in the local Hugging Face cache and {why} — download"
                          f" them once with network access (HF_HUB_OFFLINE=0), or set generator.lora=/path/to/a/local/"
                          "lora/folder") from None
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
     pipe.fuse_lora()
     pipe.unload_lora_weights()
 

@@ -24,6 +24,28 @@ from digin_cli.errors import DiginError
 MAX_TOKENS = 77
 
 
+def words_to_ids(tokenizer, text: str, what: str) -> list[int]:
+    """Token ids of ``text`` without special tokens; a user error when the tokenizer splits it into nothing."""
+    ids = tokenizer(str(text), add_special_tokens=False).input_ids
+    if not ids:
+        example = "'a texture of'" if what == "prefix" else "flower"
+        raise DiginError(f"the prompt {what} '{text}' tokenizes to nothing — use visible words, e.g. {example}")
+    return ids
+
+
+def check_prompt(tokenizer, prefix: str = "", num_tokens: int = 1, init: str = "random") -> list[int]:
+    """Validate prompt settings with the tokenizer alone (before any model loads); returns the prefix ids."""
+    if int(num_tokens) < 0:
+        raise DiginError(f"the number of learnable prompt tokens must be >= 0, got {num_tokens}")
+    prefix_ids = words_to_ids(tokenizer, prefix, "prefix") if prefix else []
+    if len(prefix_ids) + int(num_tokens) > MAX_TOKENS - 2:
+        raise DiginError(f"prefix '{prefix}' ({len(prefix_ids)} tokens) + {num_tokens} learnable tokens exceed "
+                         f"CLIP's {MAX_TOKENS - 2} — shorten the prefix or learn fewer tokens")
+    if init != "random":
+        words_to_ids(tokenizer, init, "init word")
+    return prefix_ids
+
+
 class SoftPrompt(nn.Module):
     """[SOS, prefix, N learnable embeddings, EOS, padding] encoded through a frozen CLIP text encoder.
 
@@ -44,12 +66,7 @@ class SoftPrompt(nn.Module):
         self.__dict__["text_encoder"] = text_encoder
         self.tokenizer = tokenizer
         self.prefix, self.num_tokens = str(prefix), int(num_tokens)
-        if self.num_tokens < 0:
-            raise DiginError(f"the number of learnable prompt tokens must be >= 0, got {num_tokens}")
-        self.prefix_ids = self._words_to_ids(self.prefix, "prefix") if self.prefix else []
-        if len(self.prefix_ids) + self.num_tokens > MAX_TOKENS - 2:
-            raise DiginError(f"prefix '{self.prefix}' ({len(self.prefix_ids)} tokens) + {self.num_tokens} learnable "
-                             f"tokens exceed CLIP's {MAX_TOKENS - 2} — shorten the prefix or learn fewer tokens")
+        self.prefix_ids = check_prompt(tokenizer, self.prefix, self.num_tokens, str(init))
         start = 1 + len(self.prefix_ids)
         self.slots = list(range(start, start + self.num_tokens))
         # The slot ids are placeholders (their embeddings are replaced); never EOS, which marks the pooled position.
@@ -72,13 +89,6 @@ class SoftPrompt(nn.Module):
     def embedding_matrix(self) -> torch.Tensor:
         return self.text_encoder.get_input_embeddings().weight
 
-    def _words_to_ids(self, text: str, what: str) -> list[int]:
-        ids = self.tokenizer(text, add_special_tokens=False).input_ids
-        if not ids:
-            example = "'a texture of'" if what == "prefix" else "flower"
-            raise DiginError(f"the prompt {what} '{text}' tokenizes to nothing — use visible words, e.g. {example}")
-        return ids
-
     def _initial_rows(self, init: str, seed: int) -> torch.Tensor:
         matrix = self.embedding_matrix.detach().float().cpu()
         if init == "random":
@@ -86,7 +96,7 @@ class SoftPrompt(nn.Module):
             noise = torch.randn(self.num_tokens, matrix.shape[1], generator=generator)
             rows = matrix.mean(0) + matrix.std(0) * noise
         else:
-            word_rows = matrix[self._words_to_ids(str(init), "init word")]
+            word_rows = matrix[words_to_ids(self.tokenizer, init, "init word")]
             rows = word_rows if len(word_rows) == self.num_tokens else word_rows.mean(0).expand(self.num_tokens, -1)
         return rows.clone().to(self.embedding_matrix.device)
 
@@ -155,7 +165,7 @@ class HardPrompt(SoftPrompt):
             logits = torch.randn(self.num_tokens, vocab, generator=torch.Generator().manual_seed(int(seed)))
         else:
             logits = torch.zeros(self.num_tokens, vocab)
-            logits[:, self._words_to_ids(str(init), "init word")[0]] = 5.0
+            logits[:, words_to_ids(self.tokenizer, init, "init word")[0]] = 5.0
         self.logits = nn.Parameter(logits.to(self.embedding_matrix.device))
 
     def one_hot(self, sample: bool = True) -> torch.Tensor:
