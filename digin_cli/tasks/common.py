@@ -315,8 +315,12 @@ def explanation_caption(m: dict) -> str:
     return " · ".join(parts) or f"loss {m['loss']:.3g}"
 
 
-def save_explanation(ctx: RunContext, item_dir: Path, item: dict, explanation, per_row: int = 5) -> dict:
-    """prompt.safetensors, samples.png (confidence / φ under each), loss.png, iterates.png, then metrics.json."""
+def save_explanation(ctx: RunContext, item_dir: Path, item: dict, explanation, per_row: int = 5,
+                     extra_summary: dict | None = None, extra_metrics: dict | None = None) -> dict:
+    """prompt.safetensors, samples.png (confidence / φ under each), loss.png, iterates.png, then metrics.json.
+
+    ``extra_summary`` / ``extra_metrics``: a task's own results about the explanation (e.g. spurious' object
+    fractions), stored in the same metrics.json so the item is done only once they are written too."""
     from safetensors.torch import save as safetensors_bytes
 
     from digin_cli.io.atomic import atomic_save_image, atomic_write_bytes
@@ -348,8 +352,8 @@ def save_explanation(ctx: RunContext, item_dir: Path, item: dict, explanation, p
             for k in (explanation.sample_metrics[0] if explanation.sample_metrics else {})}
     summary = {**{f"samples_{k}": v for k, v in mean.items()}, "loss_first": losses[0], "loss_last": losses[-1],
                "seconds": round(result.seconds, 2),
-               **({"text": explanation.text} if explanation.text is not None else {})}
-    metrics = {**item, "summary": summary, "nearest_tokens": prompt.nearest_tokens(5),
+               **({"text": explanation.text} if explanation.text is not None else {}), **(extra_summary or {})}
+    metrics = {**item, **(extra_metrics or {}), "summary": summary, "nearest_tokens": prompt.nearest_tokens(5),
                "text": explanation.text, "selected_iterate": result.best_index, "error": result.error,
                "seconds": round(result.seconds, 3), "peak_memory_mb": round(peak_memory_mb(ctx.device), 1),
                "sample_seeds": explanation.sample_seeds, "samples": explanation.sample_metrics,
