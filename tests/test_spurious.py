@@ -160,3 +160,34 @@ def test_segmentation_weights_missing_offline(monkeypatch, capsys, workdir, tmp_
                              output=f"weights_{case}")
     one_line_error(result, *needles)
     assert no_items(workdir, f"weights_{case}")
+
+
+def test_features_default_to_the_class_ranking(monkeypatch, capsys, workdir):
+    from PIL import Image
+
+    from digin_cli.classifiers.tiny import TinyClassifier
+    from digin_cli.features import class_feature_ranking, extract_features
+
+    train = workdir / "train"
+    for i in range(1000):  # ImageNet layout: one folder per class, sorted position = label
+        (train / f"n{i:08d}").mkdir(parents=True, exist_ok=True)
+    files = []
+    for k, colour in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200)]):
+        files.append(train / "n00000000" / f"{k}.png")
+        Image.new("RGB", (80, 70), colour).save(files[-1])
+    f = TinyClassifier(seed=0)  # classifier=tiny_a
+    expected = [r["feature"] for r in class_feature_ranking(extract_features(f, files, 64), f.head()[0], 0, 2)]
+
+    result = digin_inprocess(monkeypatch, capsys, workdir, "task.classes=[tench]", "task.top_k=2",
+                             f"paths.imagenet_train={train}", "optimizer.steps=1", "task.num_samples=1",
+                             f"hydra.run.dir={workdir / 'ranked'}", output="ranked")
+    assert result[0] in (0, None), result[2]
+    table = list(csv.DictReader((workdir / "ranked" / "tench" / "table.csv").open()))
+    assert [(int(r["rank"]), int(r["feature"])) for r in table] == [(1, expected[0]), (2, expected[1])]
+    assert list((workdir / "cache" / "features").glob("*.safetensors")), "class features are cached on disk"
+
+
+def test_ranking_without_training_images(monkeypatch, capsys, workdir):
+    result = digin_inprocess(monkeypatch, capsys, workdir, "task.classes=[tench]", output="no_train")
+    one_line_error(result, "paths.imagenet_train")
+    assert no_items(workdir, "no_train")
