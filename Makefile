@@ -6,7 +6,8 @@ export HF_HUB_DISABLE_TELEMETRY = 1
 export IMAGENET_VAL
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev demo test test-fast test-browser chromium bench bench-lean bench-vce fig6 fig8 clean-outputs clean
+.PHONY: help install dev demo test test-fast test-browser chromium bench bench-lean bench-vce bench-prompt \
+        bench-spurious fig6 fig8 explain-fig3 explain-fig4 explain-fig8 spurious-agreement clean-outputs clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -55,6 +56,12 @@ bench-lean: $(VENV)/.installed ## the lean step before/after: two-stage backward
 bench-vce: $(VENV)/.installed ## seconds for inversion / one counterfactual, attention bytes stored per image
 	$(BIN)/python scripts/bench_vce.py
 
+bench-prompt: $(VENV)/.installed ## seconds per soft-prompt step: LCM (4 steps) vs DDIM (20 steps), as a ratio
+	$(BIN)/python scripts/bench_prompt.py
+
+bench-spurious: $(VENV)/.installed ## seconds per (class, feature) of task=spurious: optimise / sample / segment (tiny on CPU)
+	$(BIN)/python scripts/bench_spurious.py
+
 # SHARDS=N splits a figure's images over N sweep jobs (task.shard_index / task.num_shards); with
 # ARGS='hydra/launcher=slurm hydra.launcher.partition=<yours>' each shard is one SLURM job.
 SHARDING = $(if $(SHARDS),-m task.shard_index='range($(SHARDS))' task.num_shards=$(SHARDS))
@@ -64,6 +71,20 @@ fig6: $(VENV)/.installed ## paper Fig. 6, ImageNet UVCEs (needs IMAGENET_VAL=/pa
 
 fig8: $(VENV)/.installed ## paper Fig. 8, zero-shot CLIP viaduct UVCEs; SHARDS=8 ARGS=hydra/launcher=slurm: 8 jobs
 	$(BIN)/digin $(SHARDING) experiment=fig8 $(ARGS)
+
+explain-fig3: $(VENV)/.installed ## DiffExplainer Fig. 3: "dog sled", "bee", "flagpole" (ARGS=classifier.checkpoint=<robust R50>)
+	$(BIN)/digin experiment=explain_fig3 $(ARGS)
+
+explain-fig4: $(VENV)/.installed ## DiffExplainer Fig. 4: "a texture of" / "a shape of" prefixes for "bee" (same ARGS)
+	$(BIN)/digin -m experiment=explain_fig4 $(ARGS)
+
+explain-fig8: $(VENV)/.installed ## DiffExplainer Fig. 8: hard-prompt text explanation of "bee" (same ARGS)
+	$(BIN)/digin experiment=explain_fig8 $(ARGS)
+
+spurious-agreement: $(VENV)/.installed ## DiffExplainer Fig. 6 agreement table (ANNOTATIONS=salient.csv CHECKPOINT=robust_r50.pt; weights, GPU)
+	@test -n "$(ANNOTATIONS)" || { echo "make spurious-agreement: set ANNOTATIONS=/path/to/annotations.csv (columns class, feature, label core|spurious, optional groups)"; exit 2; }
+	@test -f "$(ANNOTATIONS)" || { echo "make spurious-agreement: annotation file '$(ANNOTATIONS)' not found"; exit 2; }
+	$(BIN)/digin experiment=spurious_salient task.annotations=$(abspath $(ANNOTATIONS)) $(if $(CHECKPOINT),classifier.checkpoint=$(abspath $(CHECKPOINT))) $(ARGS)
 
 clean-outputs: ## delete run outputs
 	rm -rf outputs

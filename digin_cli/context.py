@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from digin_cli.augment import Cutouts
 from digin_cli.classifiers import Classifier, build_classifier
+from digin_cli.generation.lcm import LCMSampler
 from digin_cli.generation.models import StableDiffusion, load_generator
 from digin_cli.generation.sampler import DDIMSampler
 from digin_cli.io.tracking import Tracker
@@ -47,9 +48,10 @@ class RunContext:
         return self._classifiers[key]
 
     def sampler(self) -> DDIMSampler:
+        """The sampler named by ``generator.sampler``: ``ddim`` (DiG-IN) or ``lcm`` (DiffExplainer's LCM-LoRA)."""
         opt = self.cfg.optimizer
-        return DDIMSampler(self.generator, checkpointing=opt.checkpointing is not False,
-                           compile=bool(opt.get("compile", False)))
+        cls = LCMSampler if self.cfg.generator.get("sampler", "ddim") == "lcm" else DDIMSampler
+        return cls(self.generator, checkpointing=opt.checkpointing is not False, compile=bool(opt.get("compile", False)))
 
     def optim_settings(self) -> OptimSettings:
         opt = self.cfg.optimizer

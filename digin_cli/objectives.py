@@ -1,4 +1,6 @@
-"""The papers' objectives, each a loss to minimise on generated images in [0, 1].
+"""The papers' objectives, each a loss to minimise on generated images in [0, 1]: Disagreement (Eq. 3),
+ForegroundAwareDistance (Eq. 4), Counterfactual (Eq. 5), FeatureActivation (Eq. 6), NeuronCounterfactual (Sec. 6)
+of DiG-IN; ClassCrossEntropy (Eq. 3) and ClassFeature (Eq. 5) of DiffExplainer (its Eq. 4 is FeatureActivation).
 
 Contract. An objective is called as ``objective(images, augment, latents)`` and returns ``(loss, metrics)``: a scalar
 tensor and a dict of floats for reporting. ``latents`` are the VAE latents the images were decoded from (for
@@ -129,20 +131,31 @@ class ForegroundAwareDistance:
 
     d(z, x̂) = w_VAE ‖(1 − S_VAE) ⊙ (z − E(x̂))‖² + w_PX ‖(1 − S_PX) ⊙ (D(z) − x̂)‖², with means instead of sums as
     in the authors' code (so the default weights w_VAE = 25, w_PX = 250 keep their meaning). S = 1 marks the
-    foreground object, which may change freely; the background is held to the original image.
+    foreground object.
+
+    ``keep="background"`` (UVCEs, Sec. 5): the object may change freely, the background is held to the original.
+    ``keep="foreground"`` (neuron counterfactuals, Sec. 6: "Eq. (4) without inverting the foreground mask"): S
+    replaces 1 − S, so changes inside the object cost and the background is free.
     """
 
+    KEEP = ("background", "foreground")
+
     def __init__(self, original: torch.Tensor, latent_original: torch.Tensor, px_mask: torch.Tensor,
-                 latent_mask: torch.Tensor, w_vae: float = 25.0, w_px: float = 250.0):
-        self.original, self.latent_original = original, latent_original
-        self.px_background, self.latent_background = 1 - px_mask, 1 - latent_mask
+                 latent_mask: torch.Tensor, w_vae: float = 25.0, w_px: float = 250.0, keep: str = "background"):
+        if keep not in self.KEEP:
+            raise ValueError(f"keep must be one of {self.KEEP}, got {keep!r}")
+        self.original, self.latent_original, self.keep = original, latent_original, keep
+        if keep == "background":
+            self.px_region, self.latent_region = 1 - px_mask, 1 - latent_mask
+        else:
+            self.px_region, self.latent_region = px_mask, latent_mask
         self.w_vae, self.w_px = float(w_vae), float(w_px)
 
     def terms(self, images: torch.Tensor, latents: torch.Tensor | None
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(d, d_VAE, d_PX) as tensors."""
-        d_px = (self.px_background * (images - self.original) ** 2).mean()
-        d_vae = (self.latent_background * (latents - self.latent_original) ** 2).mean() if latents is not None \
+        d_px = (self.px_region * (images - self.original) ** 2).mean()
+        d_vae = (self.latent_region * (latents - self.latent_original) ** 2).mean() if latents is not None \
             else images.new_zeros(())
         return self.w_vae * d_vae + self.w_px * d_px, d_vae, d_px
 
@@ -182,3 +195,128 @@ class Counterfactual(Objective):
         if self.start is not None:
             metrics["p_start"] = log_probs[:, self.start].exp().mean().item()
         return loss, metrics
+
+
+class FeatureActivation(Objective):
+    """Neuron activation, paper Eq. 6: maximise (``sign=+1``) or minimise (``sign=-1``) ``φ(D(z)) · v``.
+
+    φ is the classifier's penultimate features (:meth:`Classifier.features`, the input of the linear head). ``v``
+    is a one-hot neuron (``direction`` an int n, giving φ_n) or any feature-space direction such as an NPCA
+    component (a tensor of length F); ``offset`` is added to the reported value (NPCA's −v·μ_k) and does not change
+    the gradient. The loss is ∓ the mean over views (random cutouts when ``augment``, else the plain image), per
+    view ℓ = ∓φ(view)·v — the authors' ``neuron_activation`` / ``neg_neuron_activation``. One
+    ``logits_and_features`` pass also yields ``p_class``, the confidence in ``report_class``.
+    """
+
+    def __init__(self, classifier: Classifier, direction: int | torch.Tensor, sign: float, cutouts: Cutouts | None,
+                 report_class: int | None = None, offset: float = 0.0):
+        if sign not in (1, -1):
+            raise ValueError(f"sign must be +1 (maximise) or -1 (minimise), got {sign!r}")
+        self.classifier, self.sign, self.cutouts = classifier, float(sign), cutouts
+        self.report_class, self.offset = report_class, float(offset)
+        if isinstance(direction, torch.Tensor):
+            self.neuron, self.direction = None, direction.detach().flatten().float()
+        else:
+            self.neuron, self.direction = int(direction), None
+
+    def value(self, features: torch.Tensor) -> torch.Tensor:
+        """φ · v (+ offset) per view."""
+        if self.neuron is not None:
+            return features[:, self.neuron] + self.offset
+        return features @ self.direction.to(features) + self.offset
+
+    @property
+    def view_sizes(self):
+        return [self.classifier.input_size]
+
+    def view_losses(self, views):
+        return -self.sign * self.value(self.classifier.features(views[0]))
+
+    def evaluate(self, images, latents=None):
+        logits, features = self.classifier.logits_and_features(images)
+        phi = self.value(features).mean()
+        loss = -self.sign * phi
+        metrics = {"loss": loss.item(), "phi": phi.item()}
+        if self.report_class is not None:
+            metrics["p_class"] = logits.softmax(-1)[:, self.report_class].mean().item()
+        return loss, metrics
+
+
+class NeuronCounterfactual(Objective):
+    """Neuron counterfactual loss (paper Sec. 6): ∓φ(D(z))·v + d(z, x̂), with d the foreground-aware distance
+    holding the object (``keep="foreground"``) so that only the background may change to add or remove the
+    feature. Mirrors :class:`Counterfactual`: the activation term is per view (cutouts when ``augment``), the
+    distance is the image term on the whole image."""
+
+    def __init__(self, activation: FeatureActivation, distance: ForegroundAwareDistance):
+        self.activation, self.distance, self.cutouts = activation, distance, activation.cutouts
+
+    @property
+    def view_sizes(self):
+        return self.activation.view_sizes
+
+    def view_losses(self, views):
+        return self.activation.view_losses(views)
+
+    def image_loss(self, images, latents):
+        return self.distance.terms(images, latents)[0]
+
+    def evaluate(self, images, latents=None):
+        act_loss, metrics = self.activation.evaluate(images, latents)
+        distance, parts = self.distance(images, latents)
+        loss = act_loss + distance
+        return loss, {**metrics, "loss": loss.item(), "distance": distance.item(), **parts}
+
+
+class ClassCrossEntropy(Objective):
+    """Class cross-entropy, DiffExplainer Eq. 3: CE(φ(D(ε(z, τ(t)))), c) = −log p_c (minimised).
+
+    Per view ℓ = −log p_c(view) (random cutouts when ``augment`` and ``cutouts`` has any; DiffExplainer names none).
+    """
+
+    def __init__(self, classifier: Classifier, target: int, cutouts: Cutouts | None = None):
+        self.classifier, self.target, self.cutouts = classifier, int(target), cutouts
+
+    @property
+    def view_sizes(self):
+        return [self.classifier.input_size]
+
+    def view_losses(self, views):
+        return -self.classifier(views[0]).log_softmax(dim=-1)[:, self.target]
+
+    def evaluate(self, images, latents=None):
+        log_p = self.classifier(images).log_softmax(dim=-1)[:, self.target].mean()
+        return -log_p, {"loss": -log_p.item(), "ce": -log_p.item(), "p_class": log_p.exp().item()}
+
+
+class ClassFeature(Objective):
+    """Class plus feature, DiffExplainer Eq. 5: CE(φ(x), c) − w · φ_f(x) (minimised; the paper's w = 1).
+
+    The sum of :class:`ClassCrossEntropy` (Eq. 3) and ``w`` times :class:`FeatureActivation` (Eq. 4, maximised),
+    from one classifier pass per view: the class term keeps the target class present while the feature term asks
+    for the feature (the spurious-feature discovery of Sec. 3.3).
+    """
+
+    def __init__(self, classifier: Classifier, target: int, feature: int, feature_weight: float = 1.0,
+                 cutouts: Cutouts | None = None):
+        self.classifier, self.target, self.cutouts = classifier, int(target), cutouts
+        self.feature = FeatureActivation(classifier, int(feature), +1, cutouts, report_class=int(target))
+        self.feature_weight = float(feature_weight)
+
+    @property
+    def view_sizes(self):
+        return [self.classifier.input_size]
+
+    def _terms(self, images):
+        logits, features = self.classifier.logits_and_features(images)
+        ce = -logits.log_softmax(dim=-1)[:, self.target]
+        return ce, self.feature.value(features)
+
+    def view_losses(self, views):
+        ce, phi = self._terms(views[0])
+        return ce - self.feature_weight * phi
+
+    def evaluate(self, images, latents=None):
+        ce, phi = (t.mean() for t in self._terms(images))
+        loss = ce - self.feature_weight * phi
+        return loss, {"loss": loss.item(), "ce": ce.item(), "p_class": (-ce).exp().item(), "phi": phi.item()}

@@ -18,6 +18,15 @@ One optimisation step, lean (all exact: the gradients equal a single ``backward(
 3. one ``torch.autograd.backward`` from the images and latents, with the leaves' gradients, plus the objective's
    whole-image terms (Eq. 4), through the decoder and the sampler.
 
+What is optimised is a variables object the loop asks for parameter groups, the sampler inputs of each iterate and a
+projection after each step: :class:`SamplerDeltas` (DiG-IN: z_T and per-step deltas; ``DiginOptimizer.run`` is its
+shorthand) or :class:`PromptVariables` (DiffExplainer Eq. 3-5: a learnable prompt, optionally a new z_T per iterate
+drawn from the seed stream (seed, iterate) through the sampler's ``seeded_start``, the expectation over z of the
+paper). With a new z per iterate the plain losses of iterates are not comparable, so ``select: last`` returns the
+final iterate (the paper's t*); ``select: best`` is DiG-IN's best plain loss. ``keep_images_every`` keeps every n-th
+iterate's image on CPU (plus the first, last and selected ones), and a per-iterate ``callback`` sees each
+:class:`Iterate` with its training loss (W&B loss curves).
+
 Checkpointing: ``True`` recomputes every denoising step in backward, ``False`` none, ``"auto"`` measures once (first
 iterate, saved-tensor hooks) the activation bytes of one step and leaves as many of the last steps un-checkpointed
 as fit ``memory_budget_gb`` (on CUDA by default 85 % of the free memory; on CPU without a budget: all checkpointed).
@@ -31,8 +40,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
+import numpy as np
 import torch
 
+from digin_cli.generation.prompts import SoftPrompt
 from digin_cli.generation.sampler import DDIMSampler, SamplerHooks, per_step
 from digin_cli.io.progress import track
 from digin_cli.objectives import Objective as ChunkedObjective
@@ -65,6 +76,12 @@ class OptimSettings:
     """Backward split at the images with chunked cutouts (False: one ``backward()`` of the whole loss)."""
     chunk: int = 4
     """Cutouts per classifier forward / backward in the two-stage backward."""
+    fresh_latent: bool = False
+    """Prompt variables: a new z_T (and LCM noise) per iterate from the seed stream (seed, iterate)."""
+    select: str = "best"
+    """``best`` (lowest plain loss, DiG-IN) or ``last`` (the final iterate: the paper's t* with a new z per step)."""
+    keep_images_every: int = 1
+    """Keep every n-th iterate's image on CPU (the first, last and selected are always kept)."""
 
     def __post_init__(self):
         if self.steps < 0:
@@ -75,15 +92,21 @@ class OptimSettings:
             raise ValueError("optimizer.augment.chunk must be >= 1")
         if self.checkpointing not in (None, True, False, "auto"):
             raise ValueError("optimizer.checkpointing must be true, false or auto")
+        if self.select not in ("best", "last"):
+            raise ValueError("optimizer.select must be best or last")
+        if self.keep_images_every < 1:
+            raise ValueError("optimizer.keep_images_every must be >= 1")
 
 
 @dataclass
 class Iterate:
     index: int
-    image: torch.Tensor
-    """The plain (non-augmented) final image of this iterate, (1,3,H,W) on CPU."""
+    image: torch.Tensor | None
+    """The plain (non-augmented) final image of this iterate, (1,3,H,W) on CPU; None when not kept."""
     loss: float
     metrics: dict[str, float]
+    train_loss: float | None = None
+    """The (augmented, weighted) training loss of this iterate; None for the last, evaluation-only one."""
 
 
 @dataclass
@@ -93,7 +116,8 @@ class OptimResult:
     error: str | None = None
     seconds: float = 0.0
     inputs: dict[str, torch.Tensor] = field(default_factory=dict)
-    """The best iterate's z_T, conditioning and null-text (detached), to re-render or continue from."""
+    """The selected iterate's variables (detached; :meth:`SamplerDeltas.snapshot`, :meth:`PromptVariables.snapshot`),
+    to re-render or continue from."""
 
     @property
     def best(self) -> Iterate:
@@ -105,7 +129,7 @@ class OptimResult:
 
 
 def step_activation_bytes(sampler: DDIMSampler, z: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None,
-                          hooks: SamplerHooks | None = None, i: int = 0) -> int:
+                          hooks: SamplerHooks | None = None, i: int = 0, noise: object | None = None) -> int:
     """Bytes autograd saves for backward over one un-checkpointed denoising step (unique storages; the frozen
     weights, which exist anyway, excluded), counted with saved-tensor hooks on a throw-away forward of step ``i``."""
     module = sampler.sd.unet
@@ -121,8 +145,103 @@ def step_activation_bytes(sampler: DDIMSampler, z: torch.Tensor, cond: torch.Ten
     inputs = [t.detach().requires_grad_() if t is not None else None
               for t in (z, per_step(cond, i), per_step(uncond, i) if uncond is not None else None)]
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        sampler.step(*inputs[:1], i, *inputs[1:], hooks)
+        sampler.step(*inputs[:1], i, *inputs[1:], hooks, noise)
     return sum(storages.values())
+
+
+@dataclass
+class SamplerInputs:
+    """What one iterate feeds the sampler."""
+
+    z_T: torch.Tensor
+    cond: torch.Tensor
+    uncond: torch.Tensor | None
+    noise: object | None = None
+    """The stochastic sampler's recorded noise (``seeded_start``); None for DDIM."""
+
+
+class SamplerDeltas:
+    """DiG-IN's variables (Algorithm 1): z_T, per-step conditioning deltas ΔC_t and null-text deltas Δ∅_t.
+
+    Adam groups with the authors' learning-rate factors; after every step z_T is projected back to its initial L2
+    norm (the sphere where N(0, I) noise lives; drifting off it leaves SD's training distribution).
+    """
+
+    def __init__(self, z_T: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None, settings: OptimSettings,
+                 num_steps: int, noise: object | None = None):
+        s, T = settings, num_steps
+        self.cond, self.uncond, self.noise = cond, uncond, noise
+        self.z = z_T.detach().clone().float().requires_grad_(s.optimize_latent)
+        self.init_norm = self.z.detach().norm()
+
+        def delta(base, wanted):
+            shape = (T, *base.shape[-3:]) if s.per_step_deltas else base.shape[-3:]
+            return torch.zeros(shape, device=base.device, requires_grad=wanted)
+
+        self.dc = delta(cond, s.optimize_cond)
+        self.du = delta(uncond, s.optimize_uncond) if uncond is not None else None
+        self.groups = [{"params": [self.z], "lr": s.lr * s.latent_lr_factor}] if s.optimize_latent else []
+        if s.optimize_cond:
+            self.groups.append({"params": [self.dc], "lr": s.lr * s.cond_lr_factor})
+        if s.optimize_uncond and self.du is not None:
+            self.groups.append({"params": [self.du], "lr": s.lr * s.uncond_lr_factor})
+
+    def param_groups(self) -> list[dict]:
+        return self.groups
+
+    def inputs(self, iterate: int, train: bool) -> SamplerInputs:
+        uncond = self.uncond + self.du if self.du is not None else self.uncond
+        return SamplerInputs(self.z, self.cond + self.dc, uncond, self.noise)
+
+    @torch.no_grad()
+    def project(self) -> None:
+        self.z.mul_(self.init_norm / self.z.norm())
+
+    def snapshot(self, inputs: SamplerInputs) -> dict[str, torch.Tensor]:
+        return {"z_T": inputs.z_T.detach().clone(), "cond": inputs.cond.detach().clone(),
+                "uncond": inputs.uncond.detach().clone() if inputs.uncond is not None else None}
+
+
+def stream_seed(seed: int, index: int, stream: int = 0) -> int:
+    """The ``index``-th seed of ``seed``'s stream: stream 0 gives iterate ``index``'s z_T, stream 1 the samples drawn
+    after optimisation, so explanation samples never reuse a z the optimisation saw (numpy ``SeedSequence``)."""
+    spawn_key = (int(stream),) if stream else ()
+    return int(np.random.SeedSequence([int(seed), int(index)], spawn_key=spawn_key).generate_state(1)[0])
+
+
+class PromptVariables:
+    """DiffExplainer's variables (Eq. 3-5): the learnable rows of a :class:`SoftPrompt` (or a hard prompt's logits).
+
+    Each iterate encodes the prompt (a straight-through Gumbel sample of a hard prompt while training, its argmax
+    when evaluating) and starts from z_T = ``sampler.seeded_start(s)``: s = :func:`stream_seed` (seed, iterate) when
+    ``settings.fresh_latent`` (the paper: "a new z at each optimization step", so t* does not overfit one z), else
+    ``seed`` itself (DEXTER's fixed z).
+    """
+
+    def __init__(self, prompt: SoftPrompt, sampler: DDIMSampler, seed: int, settings: OptimSettings,
+                 uncond: torch.Tensor | None = None):
+        self.prompt, self.sampler, self.seed, self.uncond = prompt, sampler, int(seed), uncond
+        self.fresh = bool(settings.fresh_latent)
+        self.groups = [{"params": [p for p in prompt.parameters() if p.requires_grad],
+                        "lr": settings.lr * settings.cond_lr_factor}]
+
+    def param_groups(self) -> list[dict]:
+        return self.groups
+
+    def latent_seed(self, iterate: int) -> int:
+        return stream_seed(self.seed, iterate) if self.fresh else self.seed
+
+    def inputs(self, iterate: int, train: bool) -> SamplerInputs:
+        z_T, noise = self.sampler.seeded_start(self.latent_seed(iterate))
+        uncond = self.uncond if self.sampler.guided else None
+        return SamplerInputs(z_T, self.prompt(sample=train), uncond, noise)
+
+    def project(self) -> None:
+        pass
+
+    def snapshot(self, inputs: SamplerInputs) -> dict[str, torch.Tensor]:
+        state = {f"prompt.{k}": v.detach().clone() for k, v in self.prompt.state_dict().items()}
+        return {**state, "z_T": inputs.z_T.detach().clone(), "cond": inputs.cond.detach().clone()}
 
 
 def linear_weights(k: int) -> list[float]:
@@ -140,8 +259,9 @@ class DiginOptimizer:
         hooks: per-step sampler hooks (prompt-to-prompt injection, mask blending), fixed during optimisation.
     """
 
-    def __init__(self, sampler: DDIMSampler, settings: OptimSettings, hooks: SamplerHooks | None = None):
-        self.sampler, self.settings, self.hooks = sampler, settings, hooks
+    def __init__(self, sampler: DDIMSampler, settings: OptimSettings, hooks: SamplerHooks | None = None,
+                 callback: Callable[[Iterate], None] | None = None):
+        self.sampler, self.settings, self.hooks, self.callback = sampler, settings, hooks, callback
         self.step_bytes: int | None = None
         """Activation bytes of one denoising step, measured on the first iterate with checkpointing "auto"."""
         self.plain_steps: int | None = None
@@ -152,7 +272,8 @@ class DiginOptimizer:
         mode = self.settings.checkpointing
         return self.sampler.checkpointing if mode is None else mode
 
-    def plan_checkpointing(self, z: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None) -> int:
+    def plan_checkpointing(self, z: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None,
+                           noise: object | None = None) -> int:
         """With "auto": measure one step (once) and return how many of the last steps fit the budget un-checkpointed.
 
         The last steps are the ones left plain: backward meets them first and frees their activations before any
@@ -171,11 +292,11 @@ class DiginOptimizer:
         else:
             budget_bytes = float(budget) * 2**30
         if self.step_bytes is None:
-            self.step_bytes = step_activation_bytes(self.sampler, z, cond, uncond, self.hooks)
+            self.step_bytes = step_activation_bytes(self.sampler, z, cond, uncond, self.hooks, noise=noise)
         return min(T, int(budget_bytes // max(self.step_bytes, 1)))
 
-    def render(self, z_T: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None, k: int | None = None
-               ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def render(self, z_T: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None, k: int | None = None,
+               noise: object | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Latents and images in [0, 1] of the last k steps; the last pair is z_0 and its image, the iterate's.
 
         The k latents are decoded in one batched VAE call (checkpointed unless checkpointing is off).
@@ -185,7 +306,7 @@ class DiginOptimizer:
         mode = self.checkpointing
         plain = T if mode is False else (self.plain_steps or 0)
         out = self.sampler.sample(z_T, cond, uncond, keep_last=k, hooks=self.hooks,
-                                  checkpoint_step=lambda i: i < T - plain)
+                                  checkpoint_step=lambda i: i < T - plain, noise=noise)
         latents = out.x0_predictions[:-1] + [out.latents]
         batch = z_T.shape[0]
         images = self.sampler.decode(torch.cat(latents), checkpointing=mode is not False).split(batch)
@@ -236,64 +357,64 @@ class DiginOptimizer:
             torch.autograd.backward(tensors, grads)
         return total
 
-    def _variables(self, z_T, cond, uncond):
-        s, T = self.settings, self.sampler.num_steps
-        z = z_T.detach().clone().float().requires_grad_(s.optimize_latent)
-
-        def delta(base, wanted):
-            shape = (T, *base.shape[-3:]) if s.per_step_deltas else base.shape[-3:]
-            return torch.zeros(shape, device=base.device, requires_grad=wanted)
-
-        dc = delta(cond, s.optimize_cond)
-        du = delta(uncond, s.optimize_uncond) if uncond is not None else None
-        groups = [{"params": [z], "lr": s.lr * s.latent_lr_factor}] if s.optimize_latent else []
-        if s.optimize_cond:
-            groups.append({"params": [dc], "lr": s.lr * s.cond_lr_factor})
-        if s.optimize_uncond and du is not None:
-            groups.append({"params": [du], "lr": s.lr * s.uncond_lr_factor})
-        return z, dc, du, groups
-
     def run(self, z_T: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None, objective: Objective,
-            description: str = "optimising") -> OptimResult:
+            description: str = "optimising", noise: object | None = None) -> OptimResult:
+        """DiG-IN's optimisation of (z_T, ΔC_t, Δ∅_t): :meth:`optimize` over :class:`SamplerDeltas`."""
+        deltas = SamplerDeltas(z_T, cond, uncond, self.settings, self.sampler.num_steps, noise)
+        return self.optimize(deltas, objective, description)
+
+    def optimize(self, variables, objective: Objective, description: str = "optimising") -> OptimResult:
+        """Run ``settings.steps`` optimiser steps on ``variables`` plus a final evaluation-only iterate."""
         s = self.settings
         start = time.perf_counter()
-        z, dc, du, groups = self._variables(z_T, cond, uncond)
+        groups = variables.param_groups()
         optimizer = s.optimizer(groups) if groups else None
-        init_norm = z.detach().norm()
         weights = linear_weights(min(s.loss_steps, self.sampler.num_steps))
         iterates: list[Iterate] = []
         best_inputs: dict[str, torch.Tensor] = {}
+        best_image = None
         error = None
         for it in track(range(s.steps + 1), description):
             train = it < s.steps and optimizer is not None
-            c, u = cond + dc, (uncond + du if du is not None else uncond)
-            if train and self.plain_steps is None:
-                self.plain_steps = self.plan_checkpointing(z, c, u)
             with torch.set_grad_enabled(train):
-                latents, images = self.render(z, c, u, k=None if train else 1)
+                inputs = variables.inputs(it, train)
+            if train and self.plain_steps is None:
+                self.plain_steps = self.plan_checkpointing(inputs.z_T, inputs.cond, inputs.uncond, inputs.noise)
+            with torch.set_grad_enabled(train):
+                latents, images = self.render(inputs.z_T, inputs.cond, inputs.uncond, k=None if train else 1,
+                                              noise=inputs.noise)
             with torch.no_grad():
                 loss, metrics = objective(images[-1].detach(), False, latents[-1].detach())
             loss_value = float(loss)
-            iterates.append(Iterate(it, images[-1].detach().cpu(), loss_value, metrics))
+            image = images[-1].detach().cpu()
+            keep = it % s.keep_images_every == 0 or it == s.steps
+            iterate = Iterate(it, image if keep else None, loss_value, metrics)
+            iterates.append(iterate)
             if not math.isfinite(loss_value):
                 error = f"non-finite loss at iterate {it}; kept the best iterate so far"
                 break
-            if min(iterates, key=lambda i: i.loss).index == it:
-                best_inputs = {"z_T": z.detach().clone(), "cond": c.detach().clone(),
-                               "uncond": u.detach().clone() if u is not None else None}
-            if not train:
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            train_loss = self.training_backward(objective, images, latents, weights)
-            if not torch.isfinite(train_loss):
-                error = f"non-finite training loss at iterate {it}; kept the best iterate so far"
-                break
-            if s.grad_clip:
-                torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], s.grad_clip)
-            optimizer.step()
-            with torch.no_grad():
-                # Keep z_T on the sphere where N(0, I) noise lives; drifting off it leaves SD's training distribution.
-                z.mul_(init_norm / z.norm())
+            if s.select == "last" or min(iterates, key=lambda i: i.loss).index == it:
+                best_inputs, best_image = variables.snapshot(inputs), image
+            if train:
+                optimizer.zero_grad(set_to_none=True)
+                train_loss = self.training_backward(objective, images, latents, weights)
+                iterate.train_loss = float(train_loss)
+                if not torch.isfinite(train_loss):
+                    error = f"non-finite training loss at iterate {it}; kept the best iterate so far"
+                    break
+                if s.grad_clip:
+                    torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], s.grad_clip)
+                optimizer.step()
+                variables.project()
+            if self.callback is not None:
+                self.callback(iterate)
         finite = [i for i in iterates if math.isfinite(i.loss)]
-        best = min(finite, key=lambda i: i.loss).index if finite else 0
+        if not finite:
+            best = 0
+        elif s.select == "last":
+            best = finite[-1].index
+        else:
+            best = min(finite, key=lambda i: i.loss).index
+        if iterates[best].image is None:
+            iterates[best].image = best_image
         return OptimResult(iterates, best, error, time.perf_counter() - start, best_inputs)

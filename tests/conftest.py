@@ -34,3 +34,11 @@ def tiny_sd():
     from digin_cli.generation.models import load_generator
 
     return load_generator(tiny_generator_cfg())
+
+
+@pytest.fixture(scope="session")
+def tiny_lcm_sd():
+    """The tiny generator with its seeded random LoRA fused (the ``generator=tiny_lcm`` config), 4 LCM steps."""
+    from digin_cli.generation.models import load_generator
+
+    return load_generator(tiny_generator_cfg(sampler="lcm", lora="tiny", guidance_scale=1.0))

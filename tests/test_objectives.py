@@ -113,3 +113,115 @@ def test_chunks_of_views_add_up_to_the_mean_over_views():
     loss, metrics = cf(images, True, torch.ones(1, 4, 8, 8))
     assert metrics == {}  # the training path reports nothing (no host syncs)
     assert torch.allclose(loss, cf(images, False, torch.ones(1, 4, 8, 8))[0], atol=1e-6)  # no cutouts: one view
+
+
+def test_foreground_keep_costs_object_changes_and_frees_the_background():
+    from digin_cli.objectives import ForegroundAwareDistance
+
+    original, latent_original = torch.rand(1, 3, 16, 16), torch.rand(1, 4, 2, 2)
+    px_mask, latent_mask = torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 2, 2)
+    px_mask[..., :8, :] = 1  # top half is the object
+    latent_mask[..., :1, :] = 1
+    distance = ForegroundAwareDistance(original, latent_original, px_mask, latent_mask, 25, 250, keep="foreground")
+    changed, latents = original.clone(), latent_original.clone()
+    changed[..., 8:, :] += 0.5  # background only: free
+    latents[..., 1:, :] += 1.0
+    d, parts = distance(changed, latents)
+    assert d.item() == 0 and parts == {"d_vae": 0.0, "d_px": 0.0}
+    changed[..., :8, :] += 0.1  # the object moves: Eq. 4 with S in place of 1 - S
+    latents[..., :1, :] += 0.2
+    d, parts = distance(changed, latents)
+    assert abs(parts["d_px"] - 0.1 ** 2 * 0.5) < 1e-6 and abs(parts["d_vae"] - 0.2 ** 2 * 0.5) < 1e-6
+    assert abs(d.item() - (25 * 0.2 ** 2 * 0.5 + 250 * 0.1 ** 2 * 0.5)) < 1e-5
+
+
+def test_feature_activation_is_eq6_with_sign_for_neurons_and_directions():
+    from digin_cli.objectives import FeatureActivation
+
+    f = TinyClassifier(seed=1)
+    images = torch.rand(2, 3, 64, 64, requires_grad=True)
+    feats = f.features(images)
+    loss, metrics = FeatureActivation(f, 5, +1, Cutouts(2), report_class=9)(images, False)
+    assert torch.allclose(loss, -feats[:, 5].mean(), atol=1e-6)
+    assert abs(metrics["phi"] - feats[:, 5].mean().item()) < 1e-6
+    assert abs(metrics["p_class"] - f(images).softmax(-1)[:, 9].mean().item()) < 1e-6
+    loss_min, m_min = FeatureActivation(f, 5, -1, None)(images, False)
+    assert torch.allclose(loss_min, feats[:, 5].mean(), atol=1e-6) and "p_class" not in m_min
+    v = torch.randn(f.num_features)
+    loss_v, m_v = FeatureActivation(f, v, +1, None, offset=-0.5)(images, False)
+    assert torch.allclose(loss_v, -((feats @ v).mean() - 0.5), atol=1e-5)  # a constant shift, same gradient
+    assert abs(m_v["phi"] - ((feats @ v).mean().item() - 0.5)) < 1e-5
+    # Gradient ascent on the input along -loss raises phi_5 (max) and lowers it (min).
+    for sign in (+1, -1):
+        x = images.detach().clone().requires_grad_(True)
+        objective = FeatureActivation(f, 5, sign, Cutouts(4))
+        before = f.features(x)[:, 5].mean().item()
+        objective(x, True)[0].backward()
+        with torch.no_grad():
+            after = f.features(x - 0.05 * x.grad.sign())[:, 5].mean().item()
+        assert (after - before) * sign > 0
+
+
+def test_neuron_counterfactual_adds_the_foreground_distance():
+    from digin_cli.objectives import FeatureActivation, ForegroundAwareDistance, NeuronCounterfactual
+
+    f = TinyClassifier(seed=1)
+    original = torch.rand(1, 3, 64, 64)
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[..., 16:48, 16:48] = 1
+    distance = ForegroundAwareDistance(original, torch.zeros(1, 4, 8, 8), mask, torch.zeros(1, 1, 8, 8),
+                                       keep="foreground")
+    images = torch.rand(1, 3, 64, 64)
+    loss, metrics = NeuronCounterfactual(FeatureActivation(f, 3, -1, None, report_class=2), distance)(
+        images, False, torch.zeros(1, 4, 8, 8))
+    expected = f.features(images)[0, 3] + 250 * (mask * (images - original) ** 2).mean()
+    assert abs(loss.item() - expected.item()) < 1e-5
+    assert {"phi", "p_class", "distance", "d_px", "d_vae", "loss"} <= set(metrics)
+
+
+def test_neuron_objectives_chunk_exactly():
+    """The loop's chunked backward adds per-view chunks: halves of the drawn views sum to the whole mean."""
+    from digin_cli.objectives import FeatureActivation, ForegroundAwareDistance, NeuronCounterfactual
+
+    f = TinyClassifier(seed=1)
+    images = torch.rand(1, 3, 64, 64)
+    distance = ForegroundAwareDistance(images.clone(), torch.zeros(1, 4, 8, 8), torch.ones(1, 1, 64, 64),
+                                       torch.ones(1, 1, 8, 8), keep="foreground")
+    objective = NeuronCounterfactual(FeatureActivation(f, 2, +1, Cutouts(4)), distance)
+    draws = objective.draw(images, torch.Generator().manual_seed(0))
+    whole = objective.chunk_loss(images, draws, slice(None))
+    halves = objective.chunk_loss(images, draws, slice(0, 2)) + objective.chunk_loss(images, draws, slice(2, 4))
+    assert abs(whole.item() - halves.item()) < 1e-6
+    views = objective.cutouts.apply(images, draws[0], slice(None))
+    assert abs(whole.item() + f.features(views)[:, 2].mean().item()) < 1e-5
+
+
+def test_class_cross_entropy_is_diffexplainer_eq3():
+    from torch.nn.functional import cross_entropy
+
+    from digin_cli.objectives import ClassCrossEntropy
+
+    f = TinyClassifier(seed=1)
+    images = torch.rand(2, 3, 64, 64, requires_grad=True)
+    loss, metrics = ClassCrossEntropy(f, target=5)(images, augment=False)
+    assert torch.allclose(loss, cross_entropy(f(images), torch.tensor([5, 5])), atol=1e-6)
+    assert metrics["p_class"] == torch.exp(-loss).item() or abs(metrics["p_class"] - torch.exp(-loss).item()) < 1e-6
+    loss.backward()
+    assert images.grad.abs().sum() > 0
+
+
+def test_class_feature_is_ce_minus_weighted_feature_eq5():
+    from torch.nn.functional import cross_entropy
+
+    from digin_cli.objectives import ClassFeature
+
+    f = TinyClassifier(seed=1)
+    images = torch.rand(1, 3, 64, 64)
+    for weight in (1.0, 0.5):
+        loss, metrics = ClassFeature(f, target=5, feature=3, feature_weight=weight)(images, augment=False)
+        expected = cross_entropy(f(images), torch.tensor([5])) - weight * f.features(images)[0, 3]
+        assert torch.allclose(loss, expected, atol=1e-5)
+        assert abs(metrics["phi"] - f.features(images)[0, 3].item()) < 1e-5
+    # Training views without cutouts are the image itself: the training loss equals the plain one.
+    plain, _ = ClassFeature(f, 5, 3)(images, augment=False)
+    assert torch.allclose(ClassFeature(f, 5, 3)(images, augment=True)[0], plain, atol=1e-6)

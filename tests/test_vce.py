@@ -195,3 +195,10 @@ def test_paper_figures_fail_fast_without_imagenet(tmp_path, figure):
     proc = subprocess.run([*DIGIN, f"experiment={figure}", "device=cpu", f"paths.output_root={tmp_path}"],
                           capture_output=True, text=True, env={**env, "HF_HUB_OFFLINE": "1"}, timeout=300)
     one_line_error(proc, "paths.imagenet_val", "IMAGENET_VAL")
+
+
+def test_lcm_sampler_is_refused_because_it_cannot_be_inverted(workdir):
+    proc = digin(workdir, f"task.images={workdir / 'fox.png'}", "task.targets=[goldfish]", "generator=tiny_lcm",
+                 output="lcm")
+    one_line_error(proc, "generator.sampler=lcm", "generator=sd15")
+    assert no_items(workdir, "lcm")

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from digin_cli.errors import DiginError
+
 _INTERPOLATIONS = ("bilinear", "bicubic")
 
 
@@ -87,6 +89,37 @@ class Classifier(nn.Module):
     def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Both from one backbone pass (neuron objectives need the features, reports need the logits)."""
         return self._logits_and_features(self.preprocess(x))
+
+    @property
+    def num_features(self) -> int:
+        """Length F of :meth:`features` (DiG-IN's φ, Eq. 6): one dummy pass, remembered."""
+        if getattr(self, "_num_features", None) is None:
+            p = next(iter(self.buffers()))
+            with torch.no_grad():
+                x = torch.zeros(1, 3, *self.input_size, device=p.device, dtype=p.dtype)
+                self._num_features = int(self._features((x - self.mean) / self.std).shape[-1])
+        return self._num_features
+
+    def head(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The final linear layer ``(W (C, F), b (C,))`` with ``logits == features(x) @ W.T + b``.
+
+        Feature rankings and NPCA components (DiG-IN Sec. 6) read class weights from it, so a classifier whose head
+        is not linear over :meth:`features` raises :class:`DiginError`.
+        """
+        raise DiginError(f"{type(self).__name__} has no linear head over its features — class-feature rankings and "
+                         "NPCA need a classifier whose logits are features @ W.T + b; pass task.neurons or "
+                         "task.component_file instead, or pick another classifier")
+
+    @staticmethod
+    def _linear(layer: nn.Module, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W, b)`` of ``layer`` when it is an ``nn.Linear``; a one-line error naming ``name`` otherwise."""
+        if not isinstance(layer, nn.Linear):
+            raise DiginError(f"the head of {name} is {type(layer).__name__}, not a linear layer over its features — "
+                             "class-feature rankings and NPCA need logits = features @ W.T + b; pass task.neurons "
+                             "or task.component_file instead, or pick another classifier")
+        w = layer.weight.detach()
+        b = layer.bias.detach() if layer.bias is not None else w.new_zeros(w.shape[0])
+        return w, b
 
     def prepare(self) -> None:
         """One-off work best done on the final device (e.g. building zero-shot class weights); no-op by default."""

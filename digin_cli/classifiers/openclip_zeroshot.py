@@ -170,6 +170,17 @@ class OpenClipZeroShot(Classifier):
         self._save_cache(w)
         self.class_weights = w.to(dtype=p.dtype)
 
+    @property
+    def num_features(self) -> int:
+        dim = getattr(self.model.visual, "output_dim", None)  # not every open_clip tower records it
+        return int(dim) if dim else Classifier.num_features.fget(self)
+
+    def head(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``W = logit_scale.exp() * class_weights.T`` over the normalised image embedding, ``b = 0``."""
+        self.prepare()
+        w = (self.model.logit_scale.exp() * self.class_weights.T).detach()
+        return w, w.new_zeros(w.shape[0])
+
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(x, normalize=True)
 

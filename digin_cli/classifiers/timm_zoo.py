@@ -98,6 +98,15 @@ class TimmClassifier(Classifier):
         if grad_checkpointing:
             self.enable_grad_checkpointing()
 
+    @property
+    def num_features(self) -> int:
+        # head_hidden_size is the pre-logits width (differs from num_features for models with an MLP pre-head).
+        return int(getattr(self.model, "head_hidden_size", None) or self.model.num_features)
+
+    def head(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``model.get_classifier()``: ResNet ``fc``, ConvNeXt ``head.fc``, ViT ``head`` (an ``nn.Linear``)."""
+        return self._linear(self.model.get_classifier(), f"timm model '{self.name}'")
+
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 

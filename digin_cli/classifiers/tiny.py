@@ -55,6 +55,13 @@ class TinyClassifier(Classifier):
         super().__init__(net, names, input_size, _IMAGENET_MEAN, _IMAGENET_STD, "bilinear")
         self.seed = seed
 
+    @property
+    def num_features(self) -> int:
+        return self.model.fc.in_features
+
+    def head(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._linear(self.model.fc, "the tiny classifier")
+
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 

@@ -24,7 +24,7 @@ import hashlib
 import logging
 import operator
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +36,8 @@ from torchvision.transforms import InterpolationMode
 from digin_cli.errors import DiginError
 from digin_cli.io.writer import slug
 
-__all__ = ["IMAGE_EXTENSIONS", "InputImage", "load_inputs", "preprocess", "short_side"]
+__all__ = ["IMAGE_EXTENSIONS", "InputImage", "class_image_files", "image_batches", "image_files", "load_inputs",
+           "preprocess", "short_side"]
 
 log = logging.getLogger(__name__)
 
@@ -279,3 +280,64 @@ def imagenet_indices_of_classes(imagenet_val: str | os.PathLike | None, labels: 
             chosen.append(i)
             taken[label] = taken.get(label, 0) + 1
     return chosen
+
+
+# --- streaming many images (feature statistics) -------------------------------------------------------------------
+
+
+def image_files(folder: str | os.PathLike, what: str, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """The image files of ``folder`` (non-recursive, sorted, hidden files skipped), listed without decoding.
+
+    ``what`` names the setting the folder came from, for the one-line error when it is missing or holds no images.
+    """
+    path = Path(os.path.expanduser(str(folder)))
+    if not path.is_dir():
+        raise DiginError(f"{what} folder not found: {path} — set {what}=<folder of images>")
+    files = _list_images(path, extensions)
+    if not files:
+        raise DiginError(f"no images in {path} ({what}; non-recursive, accepted: {_accepted(extensions)}) — put "
+                         f"images there or set {what}=<folder of images>")
+    return files
+
+
+def _list_images(folder: Path, extensions: Sequence[str]) -> list[Path]:
+    with os.scandir(folder) as entries:
+        return [folder / n for n in sorted(e.name for e in entries if _is_image_name(e.name, extensions)
+                                           and e.is_file())]
+
+
+def class_image_files(root: str | os.PathLike | None, label: int, class_names: Sequence[str],
+                      what: str = "paths.imagenet_train",
+                      extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """The images of class ``label`` in an ImageNet-layout folder (one subfolder per class, sorted position = label).
+
+    Lists only the class's own folder (ImageNet train holds 1.28M files; the other classes are never listed).
+    """
+    name = class_names[label]
+    if root is None or str(root) == "":
+        raise DiginError(f"class statistics for '{name}' need its training images but {what} is unset — set "
+                         f"{what}=/path/to/imagenet/train (one subfolder per class)")
+    folder = Path(os.path.expanduser(str(root)))
+    if not folder.is_dir():
+        raise DiginError(f"{what} folder not found: {folder} — set {what}=/path/to/imagenet/train")
+    with os.scandir(folder) as entries:
+        classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    if len(classes) != len(class_names):
+        raise DiginError(f"{folder} has {len(classes)} class folders but the classifier has {len(class_names)} "
+                         f"classes, so folder positions are not its labels — set {what} to a folder with one "
+                         "subfolder per class")
+    files = _list_images(folder / classes[label], extensions)
+    if not files:
+        raise DiginError(f"class '{name}' has no images: {folder / classes[label]} is empty (accepted: "
+                         f"{_accepted(extensions)}) — put its images there or set {what} to a complete folder")
+    return files
+
+
+def image_batches(paths: Sequence[Path], resolution: int, batch_size: int) -> Iterator[torch.Tensor]:
+    """``(B, 3, R, R)`` batches of ``paths`` in order, read and prepared as :func:`load_inputs` does (so real images
+    reach a classifier as generated ones do); only one batch is in memory at a time."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    fix = "remove or replace that file"
+    for start in range(0, len(paths), batch_size):
+        yield torch.cat([_read(Path(p), resolution, fix) for p in paths[start:start + batch_size]])

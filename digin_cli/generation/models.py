@@ -10,7 +10,11 @@ pipeline and our differentiable sampler always share components.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from importlib import resources
+from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
@@ -21,6 +25,8 @@ from digin_cli.errors import DiginError
 from digin_cli.generation.tokenizer import clip_tokenizer
 
 SOURCES = ("pretrained", "tiny", "random_sd15")
+SAMPLERS = ("ddim", "lcm")
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 
 class StableDiffusion:
@@ -97,6 +103,16 @@ def _sd_scheduler() -> DDIMScheduler:
                          set_alpha_to_one=False, steps_offset=1)
 
 
+def _tiny_unet(seed: int) -> UNet2DConditionModel:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return UNet2DConditionModel(
+            sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8)
+
+
 def tiny_pipeline(seed: int = 0, cache_dir: str | None = None) -> StableDiffusionPipeline:
     """A tiny random SD 1.x pipeline (64 px images, 8x8 latents), identical on every machine for a given seed.
 
@@ -104,12 +120,7 @@ def tiny_pipeline(seed: int = 0, cache_dir: str | None = None) -> StableDiffusio
     49408-token vocabulary), only narrow; its images are noise-like and show the machinery, not the science.
     """
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        unet = UNet2DConditionModel(
-            sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8)
+        unet = _tiny_unet(seed)
         torch.manual_seed(seed + 1)
         vae = AutoencoderKL(
             in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
@@ -140,8 +151,6 @@ def random_sd15_pipeline(seed: int = 0, cache_dir: str | None = None) -> StableD
 
 def pretrained_pipeline(pretrained: str, dtype: torch.dtype = torch.float32) -> StableDiffusionPipeline:
     """Load any SD 1.x diffusers pipeline (hub id or local folder) through ``from_pretrained``."""
-    import os
-
     try:
         return StableDiffusionPipeline.from_pretrained(pretrained, torch_dtype=dtype, safety_checker=None,
                                                        requires_safety_checker=False)
@@ -157,12 +166,70 @@ def pretrained_pipeline(pretrained: str, dtype: torch.dtype = torch.float32) -> 
                          f"generator.pretrained=/path/to/a/local/diffusers/folder") from None
 
 
+def tiny_lora(cache_dir: str | os.PathLike, seed: int = 0) -> Path:
+    """A seeded random LoRA for the tiny UNet, written once with ``save_lora_weights``; returns its folder.
+
+    Stands in for LCM-LoRA in tests: the same peft layers (``to_q/to_k/to_v/to_out.0``) and the same file format,
+    so it goes through exactly the ``load_lora_weights`` + ``fuse_lora`` path a downloaded LoRA takes. Both LoRA
+    matrices are random (peft's ``init_lora_weights=False``): the default zero B would make the LoRA a no-op.
+    """
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    folder = Path(os.path.expanduser(str(cache_dir))) / "lora" / f"tiny-seed{int(seed)}"
+    if (folder / "pytorch_lora_weights.safetensors").is_file():
+        return folder
+    with torch.random.fork_rng(devices=[]):
+        unet = _tiny_unet(int(seed))
+        torch.manual_seed(int(seed) + 100)
+        unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=LORA_TARGETS, init_lora_weights=False))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside the target and renamed: concurrent jobs never read a half-written LoRA.
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=get_peft_model_state_dict(unet),
+                                              safe_serialization=True)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process won the race; its folder is complete
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def apply_lora(pipe: StableDiffusionPipeline, lora: str) -> None:
+    """``load_lora_weights(lora)`` then ``fuse_lora()``: the LoRA is merged into the UNet weights, so sampling costs
+    exactly what the base model costs; the peft layers are unloaded afterwards (the fused weights stay)."""
+    from diffusers.utils import logging as diffusers_logging
+
+    verbosity = diffusers_logging.get_verbosity()
+    # A UNet-only LoRA (LCM-LoRA, ours) makes diffusers warn that the text encoder got no LoRA keys: expected.
+    diffusers_logging.set_verbosity_error()
+    try:
+        pipe.load_lora_weights(lora)
+    except (OSError, ValueError) as err:
+        path = os.path.expanduser(lora)
+        if os.path.exists(path):
+            raise DiginError(f"cannot load LoRA weights from '{lora}' ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0] if str(err) else ''}) — point generator.lora= at a folder or "
+                             ".safetensors file written by save_lora_weights") from None
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+        why = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached"
+        raise DiginError(f"cannot load LoRA weights '{lora}': not in the local Hugging Face cache and {why} — download"
+                         f" them once with network access (HF_HUB_OFFLINE=0), or set generator.lora=/path/to/a/local/"
+                         "lora/folder") from None
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
+    pipe.fuse_lora()
+    pipe.unload_lora_weights()
+
+
 def load_generator(cfg, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                   cache_dir: str | None = None) -> StableDiffusion:
+                   cache_dir: str | os.PathLike | None = None) -> StableDiffusion:
     """Build the :class:`StableDiffusion` described by a ``generator`` config node.
 
-    ``cache_dir`` (``paths.cache_dir``) holds the tokenizer files of the tiny / random generators; pretrained ones
-    bring their own tokenizer from the Hugging Face cache.
+    ``cfg.lora`` (optional) is a LoRA hub id, local folder or ``tiny`` (:func:`tiny_lora`, written under
+    ``cache_dir``), fused into the UNet after the pipeline is built (LCM-LoRA: DiffExplainer Sec. 3.2). ``cache_dir``
+    (``paths.cache_dir``) also holds the tokenizer files of the tiny / random generators; pretrained ones bring their
+    own tokenizer from the Hugging Face cache.
     """
     source = cfg.get("source", "pretrained")
     if source == "tiny":
@@ -175,4 +242,13 @@ def load_generator(cfg, device: torch.device | str = "cpu", dtype: torch.dtype =
         pipe = pretrained_pipeline(str(cfg.pretrained), dtype)
     else:
         raise DiginError(f"unknown generator.source '{source}' — use one of: {', '.join(SOURCES)}")
+    if cfg.get("sampler", "ddim") not in SAMPLERS:
+        raise DiginError(f"unknown generator.sampler '{cfg.sampler}' — use one of: {', '.join(SAMPLERS)}")
+    lora = cfg.get("lora")
+    if str(lora) == "tiny" and source != "tiny":
+        raise DiginError("generator.lora=tiny is a random LoRA for the tiny UNet only — use it with "
+                         "generator.source=tiny, or name a real LoRA (hub id or folder)")
+    if lora:
+        cache = cache_dir or os.environ.get("DIGIN_CACHE", Path.home() / ".cache" / "digin")
+        apply_lora(pipe, str(tiny_lora(cache, int(cfg.get("seed", 0))) if str(lora) == "tiny" else lora))
     return StableDiffusion(pipe, cfg.num_steps, cfg.guidance_scale, cfg.resolution, device=device, dtype=dtype)

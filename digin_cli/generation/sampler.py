@@ -61,13 +61,15 @@ class DDIMSampler:
         compile: run the UNet through ``torch.compile`` (default backend).
     """
 
+    scheduler_class = DDIMScheduler
+
     def __init__(self, sd: StableDiffusion, checkpointing: bool = True, compile: bool = False):
         self.sd = sd
         self.checkpointing = checkpointing
         self.unet = torch.compile(sd.unet) if compile else sd.unet
         # A private scheduler: DDIMScheduler.step reads the step count from the scheduler's state, so samplers with
         # different T sharing the pipeline's scheduler would silently corrupt each other.
-        self.scheduler = DDIMScheduler.from_config(sd.scheduler.config)
+        self.scheduler = self.scheduler_class.from_config(sd.scheduler.config)
         self.scheduler.set_timesteps(sd.num_steps, device=sd.device)
         self.timesteps = self.scheduler.timesteps
 
@@ -98,24 +100,35 @@ class DDIMSampler:
         eps_uncond, eps_cond = eps.chunk(2)
         return eps_uncond + self.sd.guidance_scale * (eps_cond - eps_uncond)
 
-    def step(self, z: torch.Tensor, i: int, cond: torch.Tensor, uncond: torch.Tensor | None,
-             hooks: SamplerHooks | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One DDIM step z_t -> z_{t-1} (Eq. 1) through the scheduler's ``step``; returns (z_{t-1}, x0-prediction)."""
-        eps = self.noise_prediction(z, i, cond, uncond, hooks)
+    def seeded_start(self, seed: int) -> tuple[torch.Tensor, object | None]:
+        """(z_T, noise) for ``seed``: z_T as a diffusers pipeline draws it; DDIM (eta = 0) draws no further noise."""
+        return self.sd.initial_latent(seed), None
+
+    def scheduler_step(self, eps: torch.Tensor, i: int, z: torch.Tensor, noise: object | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scheduler's own update z_t -> z_{t-1}; returns (z_{t-1}, x0-prediction). The only part samplers vary."""
         out = self.scheduler.step(eps, self.timesteps[i], z, eta=0.0, return_dict=True)
-        z_prev = out.prev_sample
+        return out.prev_sample, out.pred_original_sample
+
+    def step(self, z: torch.Tensor, i: int, cond: torch.Tensor, uncond: torch.Tensor | None,
+             hooks: SamplerHooks | None = None, noise: object | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step z_t -> z_{t-1} (DDIM: Eq. 1) through the scheduler's ``step``; returns (z_{t-1}, x0-prediction)."""
+        eps = self.noise_prediction(z, i, cond, uncond, hooks)
+        z_prev, x0 = self.scheduler_step(eps, i, z, noise)
         if hooks and hooks.after_step:
             z_prev = hooks.after_step(i, z_prev)
-        return z_prev, out.pred_original_sample
+        return z_prev, x0
 
     def sample(self, z_T: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None = None, *,
                keep_last: int = 0, keep_trajectory: bool = False, hooks: SamplerHooks | None = None,
-               start: int = 0, checkpoint_step: Callable[[int], bool] | None = None) -> SamplerOutput:
+               start: int = 0, checkpoint_step: Callable[[int], bool] | None = None,
+               noise: object | None = None) -> SamplerOutput:
         """Run the chain from ``z_T`` (or from step ``start``'s latent) to z_0.
 
         ``cond`` / ``uncond`` are ``(B,77,D)`` for all steps or ``(T,B,77,D)`` per step; ``uncond`` may be None at
         guidance <= 1. Gradients flow to every input that requires them. ``checkpoint_step(i)`` says whether step
-        i is checkpointed under grad (default: ``self.checkpointing`` for every step).
+        i is checkpointed under grad (default: ``self.checkpointing`` for every step). ``noise`` is what
+        ``seeded_start`` returned beside z_T (stochastic samplers only).
         """
         if self.guided and uncond is None:
             raise ValueError("guidance > 1 needs an unconditional (null-text) embedding")
@@ -129,9 +142,9 @@ class DDIMSampler:
             c_i = per_step(cond, i)
             u_i = per_step(uncond, i) if uncond is not None else None
             if grad and checkpoint_step(i):
-                z, x0 = checkpoint(self.step, z, i, c_i, u_i, hooks, use_reentrant=False)
+                z, x0 = checkpoint(self.step, z, i, c_i, u_i, hooks, noise, use_reentrant=False)
             else:
-                z, x0 = self.step(z, i, c_i, u_i, hooks)
+                z, x0 = self.step(z, i, c_i, u_i, hooks, noise)
             if i >= self.num_steps - keep_last:
                 x0s.append(x0)
             if trajectory is not None:

@@ -102,11 +102,41 @@ def render_strip(images: Sequence[Any], captions: Sequence[str], title: str | No
     return canvas
 
 
+def render_grid(rows: Sequence[tuple[Sequence[Any], Sequence[str]]], titles: Sequence[str | None] | None = None,
+                title: str | None = None) -> Image.Image:
+    """Stack captioned strips (:func:`render_strip`, one per ``(images, captions)`` row) top to bottom, left-aligned,
+    each under its row title; ``title`` heads the whole grid. Rows may hold different numbers of images (e.g.
+    generated images above the real images that activate a neuron most)."""
+    if not rows:
+        raise ValueError("render_grid needs at least one row")
+    titles = list(titles) if titles is not None else [None] * len(rows)
+    if len(titles) != len(rows):
+        raise ValueError(f"got {len(rows)} rows but {len(titles)} row titles")
+    strips = [render_strip(images, captions, row_title) for (images, captions), row_title in zip(rows, titles)]
+    font = _font()
+    title_w = title_h = 0
+    if title:
+        _, _, title_w, title_h = ImageDraw.Draw(Image.new("RGB", (1, 1))).multiline_textbbox(
+            (0, 0), title, font=font, spacing=2)
+    top = title_h + 2 * PAD if title else 0
+    width = max(max(s.width for s in strips), title_w + 2 * PAD)
+    canvas = Image.new("RGB", (width, top + sum(s.height for s in strips)), "white")
+    if title:
+        ImageDraw.Draw(canvas).multiline_text((PAD, PAD), title, fill="black", font=font, spacing=2)
+    y = top
+    for strip in strips:
+        canvas.paste(strip, (0, y))
+        y += strip.height
+    return canvas
+
+
 class Writer:
     """Writes a run's files under ``root``; the caller decides the layout via :meth:`item_dir`."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self.stamp: dict = {}
+        """Entries added to every metrics.json (the run sets the config hash that resuming checks)."""
 
     def item_dir(self, *parts: Any) -> Path:
         """``root/slug(part)/...``; not created until something is written into it."""
@@ -126,7 +156,7 @@ class Writer:
 
     def save_metrics(self, item_dir: str | Path, metrics: dict) -> Path:
         """Write ``metrics.json``; call it after the item's other files since it marks the item as done."""
-        return atomic_write_json(Path(item_dir) / METRICS, metrics)
+        return atomic_write_json(Path(item_dir) / METRICS, {**metrics, **self.stamp})
 
     def save_strip(
         self,
@@ -138,6 +168,17 @@ class Writer:
     ) -> Path:
         """Save a captioned horizontal strip (see :func:`render_strip`) as a PNG."""
         return atomic_save_image(Path(item_dir) / _filename(name), render_strip(images, captions, title))
+
+    def save_grid(
+        self,
+        item_dir: str | Path,
+        name: str,
+        rows: Sequence[tuple[Sequence[Any], Sequence[str]]],
+        titles: Sequence[str | None] | None = None,
+        title: str | None = None,
+    ) -> Path:
+        """Save rows of captioned strips (see :func:`render_grid`) as one PNG."""
+        return atomic_save_image(Path(item_dir) / _filename(name), render_grid(rows, titles, title))
 
     def write_summary(self, rows: Sequence[dict], name: str = "summary.csv") -> Path:
         """Write ``rows`` as a CSV at the root; the header is the union of keys in first-seen order."""

@@ -3,6 +3,10 @@
 ``build_segmenter(cfg.segmentation, device)`` returns a :class:`~digin_cli.segmentation.base.Segmenter`; its
 ``segment(image, attention_map, latent_hw)`` gives ``(S_PX, S_VAE)``, 1 = foreground. Configs: ``conf/segmentation/``
 (``none``, ``attention``, ``sam_hq``, ``sam``, ``tiny_sam``).
+
+Text-prompted segmentation (``grounded_sam``, ``tiny_grounded_sam``: :class:`~digin_cli.segmentation.grounding.
+GroundedSam`) is built the same way; it has ``segment_text(images, text)`` instead of ``segment`` and
+``text_prompted = True``.
 """
 
 from __future__ import annotations

@@ -163,32 +163,45 @@ class SamSegmenter(Segmenter):
                              min_distance_frac=self.min_distance_frac)
 
     @torch.no_grad()
-    def sam_mask(self, image: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        """Run SAM on one image ``(3, H, W)`` in [0, 1] with positive ``(x, y)`` point prompts -> mask logits (H, W)."""
+    def sam_mask(self, image: torch.Tensor, points: torch.Tensor | None = None,
+                 boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """Run SAM on one image ``(3, H, W)`` in [0, 1] -> mask logits ``(H, W)`` at the image's size.
+
+        ``points``: ``(P, 2)`` positive ``(x, y)`` prompts, all for one object. ``boxes``: ``(N, 4)``
+        ``(x0, y0, x1, y1)`` pixel boxes, one object each (GroundingDINO's detections); the result is then the
+        pixel-wise maximum over the objects' logits, so ``> 0`` is the union of their masks.
+        """
+        if (points is None) == (boxes is None):
+            raise ValueError("sam_mask takes point prompts or box prompts, exactly one of them")
         pixels = (image.detach().clamp(0.0, 1.0) * 255.0).round().to("cpu", torch.uint8)  # as the authors feed SAM
-        pts = [[[[int(x), int(y)] for x, y in points.tolist()]]]  # image / object / point / xy
-        labels = [[[1] * len(points)]]
-        inputs = self.processor(images=pixels, input_points=pts, input_labels=labels, return_tensors="pt")
+        if points is not None:
+            prompts = dict(input_points=[[[[int(x), int(y)] for x, y in points.tolist()]]],  # image/object/point/xy
+                           input_labels=[[[1] * len(points)]])
+        else:
+            prompts = dict(input_boxes=[[[float(v) for v in box] for box in boxes.tolist()]])  # image/object/xyxy
+        inputs = self.processor(images=pixels, return_tensors="pt", **prompts)
         dtype = next(self.model.parameters()).dtype
-        kwargs = dict(pixel_values=inputs["pixel_values"].to(self.device, dtype),
-                      input_points=inputs["input_points"].to(self.device, dtype),
-                      input_labels=inputs["input_labels"].to(self.device),
-                      multimask_output=self.multimask)
+        kwargs = {"pixel_values": inputs["pixel_values"].to(self.device, dtype), "multimask_output": self.multimask}
+        for key in ("input_points", "input_boxes"):
+            if key in inputs:
+                kwargs[key] = inputs[key].to(self.device, dtype)
+        if "input_labels" in inputs:
+            kwargs["input_labels"] = inputs["input_labels"].to(self.device)
         if self.variant == "sam_hq":
             kwargs["hq_token_only"] = True
         out = self.model(**kwargs)
-        low_res = out.pred_masks[0]  # (objects=1, masks, h, w)
-        if low_res.shape[1] > 1:
-            best = int(out.iou_scores[0, 0].argmax())
-            low_res = low_res[:, best:best + 1]
+        low_res = out.pred_masks[0]  # (objects, masks, h, w)
+        if low_res.shape[1] > 1:  # multimask: per object, the mask with the best predicted IoU
+            best = out.iou_scores[0].argmax(dim=-1)
+            low_res = low_res[torch.arange(low_res.shape[0]), best][:, None]
         logits = self.processor.post_process_masks([low_res.float().cpu()], inputs["original_sizes"],
                                                    inputs["reshaped_input_sizes"], binarize=False)[0]
-        return logits[0, 0]
+        return logits[:, 0].amax(dim=0)
 
     def foreground(self, image: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
         points = self.points(score, getattr(self, "_generator", None))
         self.last_points.append(points)
-        mask = (self.sam_mask(image, points) > 0).float()
+        mask = (self.sam_mask(image, points=points) > 0).float()
         if mask.sum() == 0:
             log.warning("SAM returned an empty mask; using the thresholded attention map as the foreground instead")
             mask = (score.detach().cpu() > self.threshold).float()

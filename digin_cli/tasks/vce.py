@@ -17,51 +17,16 @@ import torch
 from digin_cli.captioning import build_captioner
 from digin_cli.classifiers import Classifier, readable, resolve_class
 from digin_cli.context import RunContext
-from digin_cli.counterfactual import RealImageEditor
-from digin_cli.data import InputImage, load_inputs
-from digin_cli.data.images import imagenet_indices_of_classes
+from digin_cli.data import InputImage
 from digin_cli.errors import DiginError
-from digin_cli.generation.inversion import InversionCache
 from digin_cli.objectives import Counterfactual, ForegroundAwareDistance
-from digin_cli.segmentation import build_segmenter
-from digin_cli.tasks.common import finish, run_items, save_optimisation
+from digin_cli.tasks.common import (distances, finish, overlay, real_image_editor, require_imagenet_val,
+                                    require_invertible_sampler, run_items, save_optimisation, select_images,
+                                    start_class)
 
 KEY_IMAGES = ["original.png", "mask_overlay.png", "init.png", "counterfactual.png"]  # report.html, in this order
 
 STRATEGIES = ("second_most_likely", "nearest_text", "true_label")
-
-
-def select_images(ctx: RunContext, f: Classifier) -> list[InputImage]:
-    """The images named by ``task.images`` / ``task.indices`` / ``task.image_classes``, optionally filtered."""
-    task, res = ctx.cfg.task, int(ctx.cfg.generator.resolution)
-    imagenet_val = ctx.cfg.paths.imagenet_val
-    indices = list(task.indices) if task.indices else None
-    classes = list(task.image_classes) + [pair[0] for pair in task.pairs]
-    if classes:
-        if task.images:
-            raise DiginError("task.image_classes / task.pairs select ImageNet val images; leave task.images empty")
-        labels = [resolve_class(c, f.class_names) for c in classes]
-        indices = imagenet_indices_of_classes(imagenet_val, labels, int(task.images_per_class))
-    return load_inputs(task.images, res, imagenet_val=imagenet_val, indices=indices, class_names=f.class_names)
-
-
-def _require_folder(imagenet_val) -> None:
-    if not imagenet_val or not Path(str(imagenet_val)).expanduser().is_dir():
-        raise DiginError(f"this run reads ImageNet validation images but paths.imagenet_val is "
-                         f"{'unset' if not imagenet_val else repr(str(imagenet_val)) + ' (not a folder)'} — set "
-                         "paths.imagenet_val=/path/to/imagenet/val (one subfolder per class; IMAGENET_VAL=... for "
-                         "make fig6 / fig8), or pass task.images=<file or folder>")
-
-
-def start_class(task, f: Classifier, item: InputImage, probs: torch.Tensor) -> int:
-    if task.start == "predicted":
-        return int(probs.argmax())
-    if task.start == "label":
-        if item.label is None:
-            raise DiginError(f"task.start=label but {item.path} has no known label — use task.start=predicted or "
-                             "a class name, or ImageNet val images (paths.imagenet_val)")
-        return item.label
-    return resolve_class(task.start, f.class_names)
 
 
 def nearest_text_classes(ctx: RunContext, names: list[str]) -> torch.Tensor:
@@ -99,26 +64,11 @@ def targets_for(ctx: RunContext, f: Classifier, item: InputImage, start: int, pr
     return targets
 
 
-def distances(best: torch.Tensor, original: torch.Tensor, px_mask: torch.Tensor) -> dict[str, float]:
-    """Per-pixel L1 (mean |Δ|) and L2 (root mean square Δ), over the whole image and over the background only."""
-    diff = (best.to(original.device) - original).abs()
-    background = (1 - px_mask).expand_as(diff)
-    weight = background.sum().clamp_min(1e-8)
-    return {"l1": diff.mean().item(), "l2": diff.pow(2).mean().sqrt().item(),
-            "l1_background": (diff * background).sum().item() / weight.item(),
-            "l2_background": ((diff.pow(2) * background).sum() / weight).sqrt().item()}
-
-
-def overlay(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The image dimmed outside the mask and tinted red inside it."""
-    red = torch.tensor([1.0, 0.2, 0.2], device=image.device).view(1, 3, 1, 1)
-    return (image * (0.35 + 0.65 * mask) * (1 - 0.35 * mask) + 0.35 * mask * red).clamp(0, 1)
-
-
 def run(ctx: RunContext) -> dict:
     task, cfg = ctx.cfg.task, ctx.cfg
+    require_invertible_sampler(ctx)
     if not task.images:
-        _require_folder(cfg.paths.imagenet_val)  # before any model is loaded: fail in a second, not minutes
+        require_imagenet_val(cfg.paths.imagenet_val)  # before any model is loaded: fail in a second, not minutes
     for pair in task.pairs:
         if len(pair) != 2:
             raise DiginError(f"task.pairs entries are [image class, target class], got {list(pair)}")
@@ -139,19 +89,14 @@ def run(ctx: RunContext) -> dict:
         if not images:
             raise DiginError(f"no selected image is predicted as '{f.class_names[keep]}' — relax "
                              "task.filter_predicted or select more images")
-    sd, sampler = ctx.generator, ctx.sampler()
     cache_dir = Path(str(cfg.paths.cache_dir))
     mask = str(cfg.segmentation.name)
     if mask == "none":  # an ablation, never a silent default (conf/task/vce.yaml selects sam_hq)
         print("digin: warning: segmentation=none — no foreground mask: Eq. 4 becomes a global distance and the "
               "background is not blended; use segmentation=sam_hq (or attention) for the paper's method",
               file=sys.stderr)
-    segmenter = build_segmenter(cfg.segmentation, ctx.device)  # once per run, not per image
+    editor = real_image_editor(ctx)  # segmenter once per run, not per image
     captioner = build_captioner(cfg.captioner, cache_dir, ctx.device)
-    editor = RealImageEditor(sd, sampler, segmenter, InversionCache(cache_dir / "inversions"),
-                             sd_key=f"{cfg.generator.source}:{cfg.generator.pretrained or cfg.generator.get('seed')}",
-                             inner_steps=int(task.inversion.inner_steps), early_stop=float(task.inversion.early_stop),
-                             mask_steps=float(task.mask_steps), max_injection=float(max(task.p2p.injections)))
     settings, cutouts = ctx.optim_settings(), ctx.cutouts()
     sims_cache: dict = {}
 
@@ -190,7 +135,7 @@ def run(ctx: RunContext) -> dict:
                    "p_start_after": after[start].item(), "p_target_after": after[target].item(),
                    "flipped": int(after.argmax()) == target, "mask": mask,
                    "mask_coverage": prep.px_mask.mean().item(),
-                   **distances(best, inv.original.cpu(), prep.px_mask.cpu())}
+                   **distances(best, inv.original.cpu(), 1 - prep.px_mask.cpu(), "background")}
         writer = ctx.writer
         writer.save_image(item_dir, "original.png", inv.original)
         writer.save_image(item_dir, "reconstruction.png", prep.reconstruction)

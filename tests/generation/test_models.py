@@ -5,7 +5,7 @@ import torch
 from diffusers import UNet2DConditionModel
 
 from digin_cli.errors import DiginError
-from digin_cli.generation.models import _sd15_config, load_generator, tiny_pipeline
+from digin_cli.generation.models import _sd15_config, load_generator, tiny_lora, tiny_pipeline
 from digin_cli.generation.sampler import DDIMSampler
 
 from tests.conftest import tiny_generator_cfg
@@ -52,3 +52,28 @@ def test_tiny_generator_keeps_its_tokenizer_files_under_the_given_cache_dir(tmp_
     (folder,) = tmp_path.glob("clip-tokenizer-openclip-*")
     assert (folder / "merges.txt").is_file() and (folder / "vocab.json").is_file()
     assert sd.tokenizer("a red fox").input_ids[:5] == [49406, 320, 736, 3240, 49407]
+
+
+def test_lora_missing_offline_or_broken_is_one_user_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DiginError, match=r"generator\.lora=.*") as err:
+        load_generator(tiny_generator_cfg(lora="latent-consistency/lcm-lora-sdv1-5"))
+    assert "HF_HUB_OFFLINE" in str(err.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DiginError, match="generator.lora="):
+        load_generator(tiny_generator_cfg(lora=str(tmp_path / "empty")))
+    with pytest.raises(DiginError, match="source=tiny"):
+        load_generator(tiny_generator_cfg(source="random_sd15", lora="tiny"))
+    with pytest.raises(DiginError, match="ddim, lcm"):
+        load_generator(tiny_generator_cfg(sampler="euler"))
+
+
+def test_tiny_lora_is_written_once_and_reloads_identically(tmp_path):
+    folder = tiny_lora(tmp_path, 0)
+    stamp = (folder / "pytorch_lora_weights.safetensors").stat().st_mtime_ns
+    assert tiny_lora(tmp_path, 0) == folder
+    assert (folder / "pytorch_lora_weights.safetensors").stat().st_mtime_ns == stamp
+    a = load_generator(tiny_generator_cfg(lora="tiny"), cache_dir=tmp_path)
+    b = load_generator(tiny_generator_cfg(lora=str(folder)))
+    for p, q in zip(a.unet.parameters(), b.unet.parameters()):
+        assert torch.equal(p, q)

@@ -132,3 +132,24 @@ def test_summary_round_trip_with_union_of_keys(tmp_path: Path):
     w.write_summary([{"only": 1}], name="other.csv")
     assert w.read_summary("other.csv") == [{"only": "1"}]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.csv", "summary.csv"]
+
+
+def test_grid_stacks_strips_of_different_lengths(tmp_path: Path):
+    from digin_cli.io.writer import render_grid
+
+    red, blue = torch.zeros(3, 64, 64), torch.zeros(3, 64, 64)
+    red[0], blue[2] = 1, 1
+    rows = [([red, red, red], ["a", "b", "c"]), ([blue], ["real"])]
+    strips = [render_strip(*rows[0], "generated"), render_strip(*rows[1], "top real")]
+    grid = render_grid(rows, ["generated", "top real"])
+    assert grid.size == (max(s.width for s in strips), sum(s.height for s in strips))
+    # Each row is exactly its strip, pasted at the left edge one under the other.
+    assert np.array_equal(np.asarray(grid.crop((0, 0, *strips[0].size))), np.asarray(strips[0]))
+    below = grid.crop((0, strips[0].height, strips[1].width, grid.height))
+    assert np.array_equal(np.asarray(below), np.asarray(strips[1]))
+    titled = render_grid(rows, title="neuron 870")
+    assert titled.height > sum(render_strip(*r).height for r in rows)
+    path = Writer(tmp_path).save_grid(tmp_path / "item", "grid", rows, ["generated", "top real"])
+    assert path.name == "grid.png" and Image.open(path).size == grid.size
+    with pytest.raises(ValueError):
+        render_grid(rows, ["only one title"])

@@ -1,0 +1,199 @@
+"""Feature statistics of real images: what neuron tasks (DiG-IN Sec. 6) and DiffExplainer learn from a dataset.
+
+A folder of images is streamed through the classifier in batches (read and prepared exactly as task inputs, see
+:func:`digin_cli.data.images.image_batches`; never all in memory) to per-image penultimate features φ(x) — the
+input of the linear head, DiG-IN's φ. Extraction over ImageNet train classes takes minutes, so
+:class:`FeatureCache` keeps one safetensors entry per (classifier, file listing, resolution) under
+``paths.cache_dir/features/``, written atomically under a file lock like the inversion cache.
+
+From the features:
+
+- :func:`class_feature_ranking`: Salient ImageNet's neuron importance for class c, mean φ_i over the class's
+  images times the head weight W[c, i], highest first;
+- :func:`npca`: class-wise "neural PCA" components (Neuhaus et al., the NPCA of DiG-IN Fig. 11), see its docstring
+  for exactly what is computed (the paper's Appendix G is not in our copy);
+- :func:`top_activating`: the images that activate a neuron or direction most (the baseline of Figs. 9-10).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from digin_cli.classifiers.base import Classifier
+from digin_cli.data.images import image_batches
+from digin_cli.io.atomic import atomic_write_bytes
+from digin_cli.io.progress import track
+
+log = logging.getLogger(__name__)
+
+_FORMAT = "digin-features-1"
+
+
+def classifier_key(cfg: Any) -> str:
+    """A stable identity of a classifier config: its resolved values, plus size and mtime of a local checkpoint or
+    weights file (replaced weights under the same path must not reuse old features)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    values = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    for field in ("checkpoint", "pretrained"):
+        path = values.get(field)
+        if isinstance(path, str) and os.path.isfile(os.path.expanduser(path)):
+            st = os.stat(os.path.expanduser(path))
+            values[f"{field}_identity"] = [st.st_size, st.st_mtime_ns]
+    return json.dumps(values, sort_keys=True, default=str)
+
+
+class FeatureCache:
+    """Per-image features on disk: one ``<key>.safetensors`` per (classifier, file listing, resolution).
+
+    Entries are written whole to a temp file and renamed (:func:`atomic_write_bytes`), so a reader sees no entry or
+    a complete one; :meth:`get_or_compute` holds a per-key ``filelock`` while extracting, so parallel sweep jobs
+    asking for the same statistics extract them once.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    @staticmethod
+    def key(classifier: str, files: Sequence[Path], resolution: int) -> str:
+        """sha256 of the classifier identity, the resolution and every file's absolute path, size and mtime."""
+        digest = hashlib.sha256(json.dumps({"format": _FORMAT, "classifier": classifier,
+                                            "resolution": int(resolution)}, sort_keys=True).encode())
+        for f in files:
+            st = os.stat(f)
+            digest.update(f"{os.path.abspath(f)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.safetensors"
+
+    def get(self, key: str, count: int | None = None) -> torch.Tensor | None:
+        """The cached ``(N, F)`` features, or None (no entry, an unreadable one, or one of the wrong length)."""
+        from safetensors import SafetensorError, safe_open
+
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                if (f.metadata() or {}).get("format") != _FORMAT:
+                    return None
+                features = f.get_tensor("features")
+        except (OSError, KeyError, ValueError, SafetensorError) as err:
+            log.warning("ignoring unreadable feature cache entry %s (%s)", path, err)
+            return None
+        if features.ndim != 2 or (count is not None and len(features) != count):
+            return None
+        return features
+
+    def put(self, key: str, features: torch.Tensor, files: Sequence[Path]) -> Path:
+        from safetensors.torch import save
+
+        meta = {"format": _FORMAT, "files": json.dumps([str(f) for f in files])}
+        return atomic_write_bytes(self.path(key), save({"features": features.detach().float().cpu().contiguous()},
+                                                       metadata=meta))
+
+    def get_or_compute(self, key: str, files: Sequence[Path], compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        from filelock import FileLock
+
+        found = self.get(key, len(files))
+        if found is not None:
+            return found
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.root / f".{key}.lock")):
+            found = self.get(key, len(files))  # another job may have finished it while we waited
+            if found is not None:
+                return found
+            features = compute()
+            self.put(key, features, files)
+        return features
+
+
+@torch.no_grad()
+def extract_features(classifier: Classifier, files: Sequence[Path], resolution: int, batch_size: int = 32,
+                     description: str = "features") -> torch.Tensor:
+    """``(N, F)`` float32 features of ``files`` on the CPU, streamed in batches through ``classifier``."""
+    device = next(iter(classifier.buffers())).device
+    chunks = [classifier.features(batch.to(device)).float().cpu()
+              for batch in track(image_batches(files, resolution, batch_size), description,
+                                 total=-(-len(files) // batch_size))]
+    return torch.cat(chunks)
+
+
+def image_features(classifier: Classifier, files: Sequence[Path], resolution: int, cache: FeatureCache | None,
+                   identity: str, batch_size: int = 32, description: str = "features") -> torch.Tensor:
+    """Features of ``files``, from ``cache`` when it holds them (keyed by ``identity``, see :func:`classifier_key`)."""
+    compute = lambda: extract_features(classifier, files, resolution, batch_size, description)  # noqa: E731
+    if cache is None:
+        return compute()
+    return cache.get_or_compute(FeatureCache.key(identity, files, resolution), files, compute)
+
+
+def class_feature_ranking(features: torch.Tensor, weight: torch.Tensor, target: int, top_k: int) -> list[dict]:
+    """Salient ImageNet's feature importance for class ``target``: ``mean_x φ_i(x) · W[target, i]`` over the class's
+    images ``features`` ``(N, F)``; the ``top_k`` highest as rows (rank, feature, score, mean activation, weight)."""
+    mean = features.float().mean(0)
+    w = weight[target].float().cpu()
+    scores = mean * w
+    top = scores.topk(min(int(top_k), len(scores)))
+    return [{"rank": r + 1, "feature": int(i), "score": float(s), "mean_activation": float(mean[i]),
+             "weight": float(w[i])} for r, (s, i) in enumerate(zip(top.values, top.indices))]
+
+
+@dataclass
+class NPCA:
+    """Class-wise NPCA components of class k (see :func:`npca`)."""
+
+    components: torch.Tensor
+    """``(L, F)`` unit rows v_l in contribution space, ordered by variance."""
+    variances: torch.Tensor
+    """``(L,)`` variance of α_l over the class's images."""
+    mean: torch.Tensor
+    """``(F,)`` μ_k, the mean contribution over the class's images."""
+    weight: torch.Tensor
+    """``(F,)`` W[k], the class's head weights."""
+
+    def direction(self, component: int) -> tuple[torch.Tensor, float]:
+        """``(u, offset)`` with α_l(x) = φ(x) · u + offset, i.e. u = v_l ⊙ W[k] and offset = −v_l · μ_k: the
+        feature-space direction :class:`digin_cli.objectives.FeatureActivation` maximises."""
+        v = self.components[component]
+        return v * self.weight, -float(v @ self.mean)
+
+    def alpha(self, features: torch.Tensor, component: int) -> torch.Tensor:
+        """α_l(x) = v_l · (W[k] ⊙ φ(x) − μ_k) for each row of ``features``."""
+        return (features.float() * self.weight - self.mean) @ self.components[component]
+
+
+def npca(features: torch.Tensor, weight_row: torch.Tensor) -> NPCA:
+    """Class-wise neural PCA of class k from its images' features ``(N, F)`` and head row ``weight_row`` = W[k].
+
+    Exactly: contributions c(x) = W[k] ⊙ φ(x) (the per-feature terms of the class logit, which is Σ_i c_i(x) + b_k);
+    μ_k = mean of c over the images; a centred PCA via ``torch.linalg.svd(C − μ_k)``, components ordered by
+    variance S²/(N − 1); each component's sign chosen so that its value α_l(x) = v_l · (c(x) − μ_k) correlates
+    positively with the class logit over the images (SVD signs are arbitrary; with this choice maximising α_l
+    pushes toward the class).
+    """
+    w = weight_row.detach().float().cpu()
+    c = features.detach().float().cpu() * w
+    mean = c.mean(0)
+    centred = c - mean
+    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
+    logit = centred.sum(1)  # the class logit minus its mean over the images
+    signs = torch.where(((centred @ vh.T) * logit[:, None]).sum(0) < 0, -1.0, 1.0)
+    return NPCA(vh * signs[:, None], s ** 2 / max(len(c) - 1, 1), mean, w)
+
+
+def top_activating(features: torch.Tensor, direction: int | torch.Tensor, k: int) -> tuple[list[int], list[float]]:
+    """Indices and values of the ``k`` rows of ``features`` with the highest φ_n (``direction`` an int) or φ · v."""
+    values = features[:, direction] if isinstance(direction, int) else features.float() @ direction.float().cpu()
+    top = values.topk(min(int(k), len(values)))
+    return top.indices.tolist(), top.values.tolist()

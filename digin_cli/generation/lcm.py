@@ -1,0 +1,74 @@
+"""Differentiable latent-consistency sampling (LCM / LCM-LoRA), the few-step sampler of DiffExplainer Sec. 3.2.
+
+The loop (per-step embeddings, classifier-free guidance only at guidance > 1, per-step checkpointing, ``keep_last``,
+hooks, decode) is :class:`~digin_cli.generation.sampler.DDIMSampler`'s; only the scheduler update differs: every
+step goes through diffusers' ``LCMScheduler.step`` and its x0-prediction is the scheduler's ``denoised``.
+
+Two things DDIM does not have, handled here:
+
+1. LCM injects fresh Gaussian noise after every step but the last. A diffusers pipeline draws it from the same CPU
+   generator as z_T, right after z_T. ``seeded_start`` draws z_T the same way and records the generator's state
+   before each later draw; step ``i`` then runs with a generator restored to state ``i``. A step that gradient
+   checkpointing recomputes in backward therefore draws exactly the noise it drew forward, and the whole chain is a
+   deterministic function of (z_T, prompts, seed).
+2. ``LCMScheduler.step`` advances a private step counter; it is set to ``i`` before each call, so steps can run in
+   any order and twice (checkpoint recomputation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers import LCMScheduler
+from diffusers.utils.torch_utils import randn_tensor
+
+from digin_cli.generation.sampler import DDIMSampler
+
+
+@dataclass(frozen=True)
+class NoiseStates:
+    """CPU-generator states before each inter-step noise draw of one seeded LCM chain (``T - 1`` of them)."""
+
+    states: tuple[torch.Tensor, ...]
+
+    def generator(self, i: int) -> torch.Generator:
+        """A fresh CPU generator at the state step ``i`` draws its noise from."""
+        generator = torch.Generator("cpu")
+        generator.set_state(self.states[i])
+        return generator
+
+
+class LCMSampler(DDIMSampler):
+    """Latent-consistency sampling with a private ``LCMScheduler``, differentiable end to end.
+
+    Args:
+        sd: the frozen Stable Diffusion components (with an LCM model or a fused LCM-LoRA) and sampling settings.
+        checkpointing: recompute each denoising step during backward instead of storing its activations.
+    """
+
+    scheduler_class = LCMScheduler
+
+    def seeded_start(self, seed: int) -> tuple[torch.Tensor, NoiseStates]:
+        """(z_T, noise states) for ``seed``, drawn in the order a diffusers pipeline draws them from one generator."""
+        generator = torch.Generator("cpu").manual_seed(int(seed))
+        shape = self.sd.latent_shape
+        z = randn_tensor(shape, generator=generator, device=torch.device("cpu"), dtype=torch.float32)
+        states = []
+        for _ in range(self.num_steps - 1):
+            states.append(generator.get_state())
+            # Advance exactly as LCMScheduler.step's draw will (same shape and dtype, on the CPU generator).
+            randn_tensor(shape, generator=generator, device=torch.device("cpu"), dtype=torch.float32)
+        return (z * self.scheduler.init_noise_sigma).to(self.sd.device), NoiseStates(tuple(states))
+
+    def scheduler_step(self, eps: torch.Tensor, i: int, z: torch.Tensor, noise: NoiseStates | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """LCM's consistency update through ``LCMScheduler.step``; returns (z_{t-1}, denoised x0)."""
+        last = i == self.num_steps - 1
+        if noise is None and not last:
+            raise ValueError("LCM sampling draws fresh noise between steps: pass noise= from seeded_start(seed)")
+        # The scheduler keeps a private step counter that only ever increments; pin it to this step.
+        self.scheduler._step_index = i
+        generator = None if last else noise.generator(i)
+        out = self.scheduler.step(eps, self.timesteps[i], z, generator=generator, return_dict=True)
+        return out.prev_sample, out.denoised
