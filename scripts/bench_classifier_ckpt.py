@@ -106,11 +106,16 @@ def main() -> None:
 
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": os.environ.get("MALLOC_MMAP_THRESHOLD_", "65536"),
            "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
-    passthrough = [a for a in sys.argv[1:]]
+    passthrough = sys.argv[1:]
     rows = {}
     for setting in ("off", "on"):
-        out = subprocess.run([sys.executable, __file__, *passthrough, "--_child", setting], env=env, check=True,
+        out = subprocess.run([sys.executable, __file__, *passthrough, "--_child", setting], env=env,
                              capture_output=True, text=True)
+        if out.returncode != 0:
+            killed = out.returncode < 0 and -out.returncode == 9
+            sys.exit(f"bench_classifier_ckpt: the checkpointing={setting} run "
+                     f"{'was killed (out of memory?)' if killed else 'failed: ' + out.stderr.strip()[-300:]} — "
+                     "free memory or pass fewer --cutouts / a smaller --resolution")
         rows[setting] = json.loads(out.stdout.strip().splitlines()[-1])
     peak = "peak CUDA allocated" if args.device.startswith("cuda") else "peak RSS"
     table = Table(title=f"one optimisation step, {args.classifier} (random weights) on {args.generator}@"
