@@ -73,8 +73,8 @@ def test_demo_disagreement_writes_every_output(tmp_path):
 
 
 def _numbers(metrics: dict) -> dict:
-    """metrics.json without what legitimately differs between runs (time, memory)."""
-    drop = {"seconds", "peak_memory_mb"}
+    """metrics.json without what legitimately differs between runs (time, memory, the job's class list)."""
+    drop = {"seconds", "peak_memory_mb", "config_hash"}
     return {k: ({kk: vv for kk, vv in v.items() if kk not in drop} if isinstance(v, dict) else v)
             for k, v in metrics.items() if k not in drop}
 
