@@ -47,3 +47,9 @@ def check_config(cfg: DictConfig) -> None:
         raise DiginError(f"optimizer.loss_steps must be >= 1, got {cfg.optimizer.loss_steps}")
     if float(cfg.generator.guidance_scale) < 1.0:
         raise DiginError(f"generator.guidance_scale must be >= 1, got {cfg.generator.guidance_scale}")
+    if cfg.generator.get("sampler", "ddim") not in ("ddim", "lcm"):
+        raise DiginError(f"unknown generator.sampler '{cfg.generator.sampler}' — use generator.sampler=ddim or lcm")
+    if cfg.optimizer.get("select", "best") not in ("best", "last"):
+        raise DiginError(f"unknown optimizer.select '{cfg.optimizer.select}' — use optimizer.select=best or last")
+    if int(cfg.optimizer.get("keep_images_every", 1)) < 1:
+        raise DiginError(f"optimizer.keep_images_every must be >= 1, got {cfg.optimizer.keep_images_every}")
