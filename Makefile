@@ -6,8 +6,8 @@ export HF_HUB_DISABLE_TELEMETRY = 1
 export IMAGENET_VAL
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev demo test test-fast bench bench-vce bench-prompt fig6 fig8 explain-fig3 explain-fig4 \
-        explain-fig8 clean-outputs clean
+.PHONY: help install dev demo test test-fast bench bench-lean bench-vce bench-prompt fig6 fig8 explain-fig3 \
+        explain-fig4 explain-fig8 clean-outputs clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ test-fast: $(VENV)/.dev-installed ## the test suite without the end-to-end CLI r
 
 bench: $(VENV)/.installed ## time / memory of one optimisation step vs T (tiny on CPU; sd15_random on GPU if present)
 	$(BIN)/python scripts/bench_step.py
+
+bench-lean: $(VENV)/.installed ## the lean step before/after: two-stage backward, auto checkpointing, compile (long)
+	MALLOC_MMAP_THRESHOLD_=65536 $(BIN)/python scripts/bench_step.py --suite lean --jobs 4
 
 bench-vce: $(VENV)/.installed ## seconds for inversion and for one counterfactual (tiny on CPU; sd15_random on GPU)
 	$(BIN)/python scripts/bench_vce.py
