@@ -281,11 +281,12 @@ def image_preparer(ctx: RunContext, editor) -> Callable:
 
 
 def feature_counterfactual(ctx: RunContext, editor, prep, f: Classifier, activation, item_dir: Path, item: dict,
-                           description: str) -> dict:
+                           description: str, value: str = "phi") -> dict:
     """Edit a prepared real image along ``activation`` (a :class:`FeatureActivation`) while the foreground-aware
     distance with ``keep="foreground"`` and the foreground blend hold the object (DiG-IN Sec. 6, neuron
     counterfactuals); identical prompts, so the injection only regularises structure. Writes the item's pictures and
-    metrics; returns its summary: the value (φ·v) and class confidence before / after, predictions, distances."""
+    metrics; returns its summary: the value φ·v (named ``value``: ``phi`` for a neuron, ``alpha`` for NPCA) and the
+    class confidence before / after, predictions, distances."""
     from digin_cli.objectives import ForegroundAwareDistance, NeuronCounterfactual
 
     task, inv = ctx.cfg.task, prep.inversion
@@ -299,7 +300,7 @@ def feature_counterfactual(ctx: RunContext, editor, prep, f: Classifier, activat
         before = activation.evaluate(inv.original, None)[1]
         after = activation.evaluate(best.to(ctx.device), None)[1]
         predicted = [int(f(x.to(ctx.device)).argmax()) for x in (inv.original, best)]
-    summary = {"phi_before": before["phi"], "phi_after": after["phi"], "p_class_before": before.get("p_class"),
+    summary = {f"{value}_before": before["phi"], f"{value}_after": after["phi"], "p_class_before": before.get("p_class"),
                "p_class_after": after.get("p_class"), "predicted_before": f.class_names[predicted[0]],
                "predicted_after": f.class_names[predicted[1]], "mask_coverage": prep.px_mask.mean().item(),
                **distances(best, inv.original.cpu(), prep.px_mask.cpu(), "foreground"),
@@ -318,7 +319,7 @@ def feature_counterfactual(ctx: RunContext, editor, prep, f: Classifier, activat
 
 
 def before_after_strip(ctx: RunContext, folder: Path, name: str, original_dir: Path | None,
-                       edited: list[tuple[str, Path]], title: str) -> None:
+                       edited: list[tuple[str, Path]], title: str, value: str = "phi") -> None:
     """A Fig. 10/11-style strip: the test image, then each edit, captioned with φ·v and the class confidence."""
     from PIL import Image
 
@@ -329,7 +330,7 @@ def before_after_strip(ctx: RunContext, folder: Path, name: str, original_dir: P
         except (OSError, ValueError):
             return None
         p = summary.get(f"p_class_{key}")
-        return image.convert("RGB"), f"{label}\n{summary[f'phi_{key}']:.3g}" + (f" ({p:.2f})" if p is not None
+        return image.convert("RGB"), f"{label}\n{summary[f'{value}_{key}']:.3g}" + (f" ({p:.2f})" if p is not None
                                                                                else "")
 
     tiles = [t for t in ([tile(original_dir, "before", "test image")] if original_dir else [])

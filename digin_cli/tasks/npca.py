@@ -99,10 +99,11 @@ def run(ctx: RunContext) -> dict:
         activation = FeatureActivation(f, direction, +1, cutouts, report_class=k, offset=offset)
         summary = feature_counterfactual(ctx, editor, prep, f, activation, item_dir,
                                          {key: v for key, v in item.items() if key != "plan"},
-                                         f"{image.name}: NPCA {f.class_names[k]} #{component}")
+                                         f"{image.name}: NPCA {f.class_names[k]} #{component}", value="alpha")
         before_after_strip(ctx, item_dir, "npca.png", item_dir, [("max. NPCA", item_dir)],
-                           f"class {k} NPCA comp. {component} (conf. class {f.class_names[k]}) · {image.name}")
-        return {"alpha_before": summary["phi_before"], "alpha_after": summary["phi_after"], **summary}
+                           f"class {k} NPCA comp. {component} (conf. class {f.class_names[k]}) · {image.name}",
+                           value="alpha")
+        return summary
 
     items = [(ctx.writer.item_dir(image.name),
               {"image": image.name, "start": f.class_names[starts[id(image)]], "class": f.class_names[k],
