@@ -4,9 +4,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export HF_HUB_DISABLE_TELEMETRY = 1
 export IMAGENET_VAL
+export IMAGENET_TRAIN
+CHECKPOINT = $(if $(ROBUST_RESNET50),classifier.checkpoint=$(ROBUST_RESNET50))
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev demo test test-fast bench bench-vce fig6 fig8 clean-outputs clean
+.PHONY: help install dev demo test test-fast bench bench-vce fig6 fig8 fig10 fig11 clean-outputs clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -47,6 +49,14 @@ fig6: $(VENV)/.installed ## paper Fig. 6, ImageNet UVCEs (needs IMAGENET_VAL=/pa
 
 fig8: $(VENV)/.installed ## paper Fig. 8, zero-shot CLIP viaduct UVCEs (needs IMAGENET_VAL=/path/to/val, weights, GPU)
 	$(BIN)/digin experiment=fig8 $(ARGS)
+
+fig10: $(VENV)/.installed ## paper Fig. 10, neuron counterfactuals (IMAGENET_VAL, ROBUST_RESNET50=/path/to/weights, GPU)
+	$(BIN)/digin experiment=fig10 $(CHECKPOINT) $(ARGS)
+
+fig11: $(VENV)/.installed ## paper Fig. 11, NPCA components (IMAGENET_VAL, IMAGENET_TRAIN, ROBUST_RESNET50, GPU)
+	$(BIN)/digin experiment=fig11 $(CHECKPOINT) $(ARGS)
+	$(BIN)/digin experiment=fig11 $(CHECKPOINT) task.component_class=fireboat task.component=2 \
+		'task.image_classes=[grey whale,pirate ship]' $(ARGS)
 
 clean-outputs: ## delete run outputs
 	rm -rf outputs

@@ -113,6 +113,15 @@ def require_imagenet_val(imagenet_val) -> None:
                          "make fig6 / fig8 / fig10 / fig11), or pass task.images=<file or folder>")
 
 
+def require_imagenet_train(imagenet_train) -> None:
+    """Fail before any model loads when class statistics need ImageNet train and it is not there."""
+    if not imagenet_train or not Path(str(imagenet_train)).expanduser().is_dir():
+        raise DiginError(f"class statistics read ImageNet training images but paths.imagenet_train is "
+                         f"{'unset' if not imagenet_train else repr(str(imagenet_train)) + ' (not a folder)'} — set "
+                         "paths.imagenet_train=/path/to/imagenet/train (one subfolder per class; IMAGENET_TRAIN=... "
+                         "for make fig11)")
+
+
 def start_class(task, f: Classifier, item: InputImage, probs: torch.Tensor) -> int:
     """``task.start``: the predicted class, the image's label, or a named class."""
     if task.start == "predicted":

@@ -25,7 +25,7 @@ from digin_cli.features import top_activating
 from digin_cli.objectives import FeatureActivation
 from digin_cli.optimize import DiginOptimizer
 from digin_cli.tasks.common import (class_files, directions, features_of, finish, folder_files, neuron_targets,
-                                    run_items, save_optimisation)
+                                    require_imagenet_train, run_items, save_optimisation)
 
 KEY_IMAGES = ["neuron_*/neuron.png", "neuron_*/*/seed_*/best.png"]
 
@@ -63,6 +63,8 @@ def run(ctx: RunContext) -> dict:
     if not seeds:
         raise DiginError("task.seeds must name at least one seed, e.g. task.seeds='[0,1]'")
     objects = objects_of(task)
+    if task.top_features_of is not None or (task.reference_class is not None and not task.reference_images):
+        require_imagenet_train(ctx.cfg.paths.imagenet_train)  # before any model loads
     f = ctx.classifier("classifier")
     targets = neuron_targets(ctx, f)
     if not task.prompt and not objects and any(label is None for _, label in targets):

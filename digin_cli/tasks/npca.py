@@ -22,7 +22,8 @@ from digin_cli.features import NPCA, npca
 from digin_cli.objectives import FeatureActivation
 from digin_cli.tasks.common import (before_after_strip, class_files, feature_counterfactual, features_of, finish,
                                     folder_files, image_preparer, real_image_editor, require_editing,
-                                    require_imagenet_val, run_items, select_images, start_class, task_cutouts)
+                                    require_imagenet_train, require_imagenet_val, run_items, select_images,
+                                    start_class, task_cutouts)
 
 KEY_IMAGES = ["*/npca.png", "*/counterfactual.png"]
 COMPONENTS = "components.safetensors"
@@ -64,6 +65,8 @@ def run(ctx: RunContext) -> dict:
     require_editing(ctx)
     if not task.images:
         require_imagenet_val(cfg.paths.imagenet_val)
+    if not task.component_file and not task.component_images:
+        require_imagenet_train(cfg.paths.imagenet_train)
     f = ctx.classifier("classifier")
     k = resolve_class(task.component_class, f.class_names)
     if task.component_file:

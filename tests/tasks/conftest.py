@@ -65,9 +65,10 @@ def digin_here(tmp_path_factory):
 
     cache = tmp_path_factory.mktemp("neuron_cache_here")
 
-    def run(*args, output):
+    def run(*args, output, tiny=True):
         argv, out, err, code = sys.argv, io.StringIO(), io.StringIO(), 0
-        sys.argv = ["digin", *TINY, f"paths.output_root={output}", f"paths.cache_dir={cache}", *args]
+        sys.argv = ["digin", *(TINY if tiny else ["device=cpu"]), f"paths.output_root={output}",
+                    f"paths.cache_dir={cache}", *args]
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 cli.main()

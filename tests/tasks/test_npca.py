@@ -66,3 +66,4 @@ def test_bad_inputs(data, digin_here, expect_error, component_files, tmp_path, c
     proc = digin_here("task=npca", *args, output=tmp_path / "out")
     expect_error(proc, *needles)
     assert not list((tmp_path / "out").glob("npca/runs/*/*/metrics.json"))
+
