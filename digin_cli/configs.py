@@ -127,6 +127,11 @@ def check_config(cfg: DictConfig) -> None:
                          "optimizer.checkpointing=auto")
     _number(cfg, "optimizer.memory_budget_gb", float, 0, optional=True, example="40")
     _number(cfg, "optimizer.augment.chunk", int, 1, optional=True, example="4")
+    if cfg.generator.get("sampler", "ddim") not in ("ddim", "lcm"):
+        raise DiginError(f"unknown generator.sampler '{cfg.generator.sampler}' — use generator.sampler=ddim or lcm")
+    if cfg.optimizer.get("select", "best") not in ("best", "last"):
+        raise DiginError(f"unknown optimizer.select '{cfg.optimizer.select}' — use optimizer.select=best or last")
+    _number(cfg, "optimizer.keep_images_every", int, 1, optional=True, example="1")
     check_precision(cfg)
 
 

@@ -28,15 +28,17 @@ def run(ctx: RunContext) -> dict:
     y_g = dict(targets)  # f's class index -> the same class's index in g's label set
     mapped = not same_label_set(f.class_names, g.class_names)
     sd = ctx.generator
-    optimizer = DiginOptimizer(ctx.sampler(), ctx.optim_settings())
+    sampler = ctx.sampler()
+    optimizer = DiginOptimizer(sampler, ctx.optim_settings())
     null = sd.null_embedding()
     cutouts = ctx.cutouts()
 
     def work(item_dir, item):
         prompt = task.prompt.format(readable(item["class"]))
-        result = optimizer.run(sd.initial_latent(item["seed"]), sd.encode_prompt(prompt), null,
+        z_T, noise = sampler.seeded_start(item["seed"])  # LCM also needs its inter-step noise
+        result = optimizer.run(z_T, sd.encode_prompt(prompt), null,
                                Disagreement(f, g, item["class_index"], cutouts, target_g=y_g[item["class_index"]]),
-                               description=f"{item['class']} · seed {item['seed']}")
+                               description=f"{item['class']} · seed {item['seed']}", noise=noise)
         init, best = result.initial.metrics, result.best.metrics
         summary = {"p_f_init": init["p_f"], "p_g_init": init["p_g"], "p_f_best": best["p_f"],
                    "p_g_best": best["p_g"], "best_iterate": result.best_index, "seconds": round(result.seconds, 2)}
