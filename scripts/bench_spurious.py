@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=3, help="items: features 0..N-1 of one class")
     parser.add_argument("--opt-steps", type=int, default=20, help="optimizer.steps (optimizer=prompt: 200)")
     parser.add_argument("--samples", type=int, default=10, help="task.num_samples (the paper: 10)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="2 oversubscribes a loaded 2-core machine badly")
     parser.add_argument("overrides", nargs="*", help="extra digin overrides, after --")
     args = parser.parse_args()
 
@@ -66,7 +66,7 @@ def main() -> None:
         table.add_row(stage, f"{statistics.mean(seconds[stage]):.3f}", f"{statistics.median(seconds[stage]):.3f}",
                       f"{statistics.mean(seconds[stage]) / statistics.mean(totals):.1%}")
     table.add_row("item", f"{statistics.mean(totals):.3f}", f"{statistics.median(totals):.3f}", "100%")
-    Console().print(table)
+    Console(width=120).print(table)
 
 
 def _config_value(path: Path, *keys: str):
