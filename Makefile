@@ -4,10 +4,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export HF_HUB_DISABLE_TELEMETRY = 1
 export IMAGENET_VAL
+export IMAGENET_TRAIN
+CHECKPOINT = $(if $(ROBUST_RESNET50),classifier.checkpoint=$(ROBUST_RESNET50))
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev demo test test-fast bench bench-vce bench-prompt bench-spurious fig6 fig8 explain-fig3 \
-        explain-fig4 explain-fig8 spurious-agreement clean-outputs clean
+.PHONY: help install dev demo test test-fast bench bench-lean bench-vce bench-prompt bench-spurious fig6 fig8 fig10 \
+        fig11 explain-fig3 explain-fig4 explain-fig8 spurious-agreement clean-outputs clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -40,6 +42,9 @@ test-fast: $(VENV)/.dev-installed ## the test suite without the end-to-end CLI r
 bench: $(VENV)/.installed ## time / memory of one optimisation step vs T (tiny on CPU; sd15_random on GPU if present)
 	$(BIN)/python scripts/bench_step.py
 
+bench-lean: $(VENV)/.installed ## the lean step before/after: two-stage backward, auto checkpointing, compile (long)
+	MALLOC_MMAP_THRESHOLD_=65536 $(BIN)/python scripts/bench_step.py --suite lean --jobs 4
+
 bench-vce: $(VENV)/.installed ## seconds for inversion and for one counterfactual (tiny on CPU; sd15_random on GPU)
 	$(BIN)/python scripts/bench_vce.py
 
@@ -55,19 +60,27 @@ fig6: $(VENV)/.installed ## paper Fig. 6, ImageNet UVCEs (needs IMAGENET_VAL=/pa
 fig8: $(VENV)/.installed ## paper Fig. 8, zero-shot CLIP viaduct UVCEs (needs IMAGENET_VAL=/path/to/val, weights, GPU)
 	$(BIN)/digin experiment=fig8 $(ARGS)
 
-explain-fig3: $(VENV)/.installed ## DiffExplainer Fig. 3: "dog sled", "bee", "flagpole" (ARGS=classifier.checkpoint=<robust R50>)
-	$(BIN)/digin experiment=explain_fig3 $(ARGS)
+fig10: $(VENV)/.installed ## paper Fig. 10, neuron counterfactuals (IMAGENET_VAL, ROBUST_RESNET50=/path/to/weights, GPU)
+	$(BIN)/digin experiment=fig10 $(CHECKPOINT) $(ARGS)
+
+fig11: $(VENV)/.installed ## paper Fig. 11, NPCA components (IMAGENET_VAL, IMAGENET_TRAIN, ROBUST_RESNET50, GPU)
+	$(BIN)/digin experiment=fig11 $(CHECKPOINT) $(ARGS)
+	$(BIN)/digin experiment=fig11 $(CHECKPOINT) task.component_class=fireboat task.component=2 \
+		'task.image_classes=[grey whale,pirate ship]' $(ARGS)
+
+explain-fig3: $(VENV)/.installed ## DiffExplainer Fig. 3: "dog sled", "bee", "flagpole" (ROBUST_RESNET50=/path/to/weights, GPU)
+	$(BIN)/digin experiment=explain_fig3 $(CHECKPOINT) $(ARGS)
 
 explain-fig4: $(VENV)/.installed ## DiffExplainer Fig. 4: "a texture of" / "a shape of" prefixes for "bee" (same ARGS)
-	$(BIN)/digin -m experiment=explain_fig4 $(ARGS)
+	$(BIN)/digin -m experiment=explain_fig4 $(CHECKPOINT) $(ARGS)
 
 explain-fig8: $(VENV)/.installed ## DiffExplainer Fig. 8: hard-prompt text explanation of "bee" (same ARGS)
-	$(BIN)/digin experiment=explain_fig8 $(ARGS)
+	$(BIN)/digin experiment=explain_fig8 $(CHECKPOINT) $(ARGS)
 
-spurious-agreement: $(VENV)/.installed ## DiffExplainer Fig. 6 agreement table (ANNOTATIONS=salient.csv CHECKPOINT=robust_r50.pt; weights, GPU)
+spurious-agreement: $(VENV)/.installed ## DiffExplainer Fig. 6 agreement table (ANNOTATIONS=salient.csv, ROBUST_RESNET50, GPU)
 	@test -n "$(ANNOTATIONS)" || { echo "make spurious-agreement: set ANNOTATIONS=/path/to/annotations.csv (columns class, feature, label core|spurious, optional groups)"; exit 2; }
 	@test -f "$(ANNOTATIONS)" || { echo "make spurious-agreement: annotation file '$(ANNOTATIONS)' not found"; exit 2; }
-	$(BIN)/digin experiment=spurious_salient task.annotations=$(abspath $(ANNOTATIONS)) $(if $(CHECKPOINT),classifier.checkpoint=$(abspath $(CHECKPOINT))) $(ARGS)
+	$(BIN)/digin experiment=spurious_salient task.annotations=$(abspath $(ANNOTATIONS)) $(CHECKPOINT) $(ARGS)
 
 clean-outputs: ## delete run outputs
 	rm -rf outputs

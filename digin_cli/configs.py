@@ -45,5 +45,18 @@ def check_config(cfg: DictConfig) -> None:
         raise DiginError(f"optimizer.steps must be >= 0, got {cfg.optimizer.steps}")
     if int(cfg.optimizer.loss_steps) < 1:
         raise DiginError(f"optimizer.loss_steps must be >= 1, got {cfg.optimizer.loss_steps}")
+    opt = cfg.optimizer
+    if opt.get("checkpointing", True) not in (True, False, "auto"):
+        raise DiginError(f"optimizer.checkpointing must be true, false or auto, got {opt.checkpointing}")
+    if opt.get("memory_budget_gb") is not None and float(opt.memory_budget_gb) < 0:
+        raise DiginError(f"optimizer.memory_budget_gb must be >= 0 or null, got {opt.memory_budget_gb}")
+    if int(opt.augment.get("chunk", 1)) < 1:
+        raise DiginError(f"optimizer.augment.chunk must be >= 1, got {opt.augment.chunk}")
     if float(cfg.generator.guidance_scale) < 1.0:
         raise DiginError(f"generator.guidance_scale must be >= 1, got {cfg.generator.guidance_scale}")
+    if cfg.generator.get("sampler", "ddim") not in ("ddim", "lcm"):
+        raise DiginError(f"unknown generator.sampler '{cfg.generator.sampler}' — use generator.sampler=ddim or lcm")
+    if cfg.optimizer.get("select", "best") not in ("best", "last"):
+        raise DiginError(f"unknown optimizer.select '{cfg.optimizer.select}' — use optimizer.select=best or last")
+    if int(cfg.optimizer.get("keep_images_every", 1)) < 1:
+        raise DiginError(f"optimizer.keep_images_every must be >= 1, got {cfg.optimizer.keep_images_every}")

@@ -42,7 +42,8 @@ class PreparedImage:
 
 @dataclass
 class Schedule:
-    """A prompt-to-prompt set-up: inject source attention for steps i/T < ``inject``, blend background < ``blend``."""
+    """A prompt-to-prompt set-up: inject source attention for steps i/T < ``inject``, blend the kept region (see
+    :meth:`RealImageEditor.hooks`) for steps i/T < ``blend``."""
 
     inject: float
     blend: float
@@ -99,26 +100,38 @@ class RealImageEditor:
         return PreparedImage(inversion, caption, object_words, reconstruction, out.trajectory, controller,
                              attention, px_mask, latent_mask)
 
-    def hooks(self, prepared: PreparedImage, schedule: Schedule) -> SamplerHooks:
-        """Sampler hooks for a schedule: attention injection and background blending toward the reconstruction."""
+    def hooks(self, prepared: PreparedImage, schedule: Schedule, keep: str = "background") -> SamplerHooks:
+        """Sampler hooks for a schedule: attention injection and blending toward the reconstruction.
+
+        ``keep`` is the region pinned by the blend: the background for UVCEs (the object changes), the object
+        (foreground, the authors' foreground blend) for neuron counterfactuals, where the background changes.
+        """
+        if keep not in ("background", "foreground"):
+            raise ValueError(f"keep must be 'background' or 'foreground', got {keep!r}")
         T, controller = self.sampler.num_steps, prepared.controller
-        background = 1 - prepared.latent_mask
+        pinned = 1 - prepared.latent_mask if keep == "background" else prepared.latent_mask
         trajectory = prepared.trajectory
 
         def blend(i: int, z: torch.Tensor) -> torch.Tensor:
-            # Early steps fix the layout: pinning the background to the reconstruction's path there keeps it intact.
+            # Early steps fix the layout: pinning the kept region to the reconstruction's path there keeps it intact.
             if i / T < schedule.blend:
-                return background * trajectory[i + 1] + (1 - background) * z
+                return pinned * trajectory[i + 1] + (1 - pinned) * z
             return z
 
         return SamplerHooks(cross_attention_kwargs=controller.cross_attention_kwargs,
                             after_step=blend if schedule.blend > 0 else None)
 
-    def edit(self, prepared: PreparedImage, target_words: str, objective: Objective, settings: OptimSettings,
-             injections=(0.3, 0.4, 0.5), blends=(0.0, 0.3), description: str = "editing"
-             ) -> tuple[OptimResult, Schedule, str]:
-        """Swap the object words for ``target_words``, pick the best schedule, optimise; returns the result."""
+    def edit(self, prepared: PreparedImage, target_words: str | None, objective: Objective,
+             settings: OptimSettings, injections=(0.3, 0.4, 0.5), blends=(0.0, 0.3), description: str = "editing",
+             keep: str = "background") -> tuple[OptimResult, Schedule, str]:
+        """Swap the object words for ``target_words``, pick the best schedule, optimise; returns the result.
+
+        ``target_words=None`` keeps the prompt (neuron counterfactuals): the injection then maps every token to
+        itself and acts only as a structure regulariser. ``keep`` is the region the blend pins (see :meth:`hooks`).
+        """
         sd, sampler, controller = self.sd, self.sampler, prepared.controller
+        if target_words is None:
+            target_words = prepared.source_words
         target_prompt = replace_words(prepared.source_prompt, prepared.source_words, target_words)
         controller.token_map = token_alignment(sd.tokenizer, prepared.source_prompt, target_prompt,
                                                prepared.source_words, target_words, embed=sd.encode_prompt)
@@ -130,19 +143,23 @@ class RealImageEditor:
         try:
             with attention_control(sd.unet, controller):
                 best = None
-                for inject, blend in itertools.product(injections, blends):
+                candidates = list(itertools.product(injections, blends))
+                for inject, blend in candidates:
                     schedule = Schedule(inject, blend)
+                    if len(candidates) == 1:  # nothing to choose: no search pass
+                        best = schedule
+                        break
                     controller.window = (0.0, inject)
                     with torch.no_grad():
                         latents = sampler.sample(prepared.inversion.z_T, cond, uncond,
-                                                 hooks=self.hooks(prepared, schedule)).latents
+                                                 hooks=self.hooks(prepared, schedule, keep)).latents
                         loss, _ = objective(sampler.decode(latents), False, latents)
                     schedule.loss = float(loss)
                     if best is None or schedule.loss < best.loss:
                         best = schedule
                 controller.window = (0.0, best.inject)
                 # Backward recomputes checkpointed steps, so it must run while the processors are installed.
-                result = DiginOptimizer(sampler, settings, self.hooks(prepared, best)).run(
+                result = DiginOptimizer(sampler, settings, self.hooks(prepared, best, keep)).run(
                     prepared.inversion.z_T, cond, uncond, objective, description)
         finally:
             controller.mode = "off"

@@ -1,13 +1,17 @@
-"""Time and peak memory of one DiG-IN optimisation step versus the number of DDIM steps T.
+"""Time and memory of one DiG-IN optimisation step: versus T, checkpointing, the two-stage backward and compile.
 
-For each T in {5, 10, 20, 40} and checkpointing on/off, one fresh subprocess builds the generator and a classifier
-pair, times a no-grad sampling pass (sample + decode), then times the optimisation loop itself (render with grad,
-16-cutout disagreement loss on the last 3 steps, backward, Adam, z_T projection): step time = (run(n) − run(0)) / n.
-Memory: the bytes autograd keeps for backward over one step (counted with saved-tensor hooks: exact and the same
-on any device), and the peak: CUDA max allocated on GPU, peak RSS on CPU (a blunter gauge: allocator high-water
-marks). Ratios are printed from numbers measured in the same invocation, since these machines are noisy.
+Every configuration runs in a fresh subprocess that builds the generator and a classifier pair, then measures one
+optimisation step (render with grad, 16-cutout disagreement loss on the last 3 steps, backward):
+- memory: the bytes autograd keeps for backward (saved-tensor hooks; the peak of what is alive at once, weights
+  excluded: exact and the same on any device), and the peak: CUDA max allocated on GPU; on CPU the rise of peak RSS
+  over the RSS before the step (VmHWM is reset first). Run with ``MALLOC_MMAP_THRESHOLD_=65536`` so that freed
+  memory leaves the process: otherwise glibc keeps freed heap pages and RSS creeps by MBs per DDIM step.
+- time (unless ``--memory-only``): a no-grad sampling pass (sample + decode) and the step, as
+  (run(n) − run(0)) / n of the real loop (Adam, z_T projection included), medians over interleaved repeats.
+Ratios are printed from numbers measured in the same invocation, since these machines are noisy.
 
-    python scripts/bench_step.py                       # tiny on CPU (+ sd15_random on GPU when one is present)
+    python scripts/bench_step.py                          # tiny on CPU vs T, checkpointing on/off
+    MALLOC_MMAP_THRESHOLD_=65536 python scripts/bench_step.py --suite lean   # the lean-step before/after report
     python scripts/bench_step.py --generator sd15_random --device cuda --steps 5 10 20 40
 """
 
@@ -16,13 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
+import weakref
 
 TARGET_MEMORY_RATIO, TARGET_STEP_RATIO = 1.10, 3.5
+TARGET_LEAN_MEMORY, TARGET_AUTO_TIME = 0.4, 0.75
+PAIRS = {"tiny": ("tiny_a", "tiny_b"), "resnet18": ("resnet18", "resnet18"),
+         "convnext_vit": ("convnext_base", "vit_small_patch16_224")}
 
 
 def _rss_mb() -> float:
@@ -30,35 +37,139 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def measure(generator: str, device: str, T: int, checkpointing: bool, iters: int, resolution: int | None = None,
-            memory_only: bool = False) -> dict:
-    """One measurement, in this process (run by the parent in a fresh subprocess)."""
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) of this process (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class SavedTensorMeter:
+    """Bytes autograd holds for backward: unique storages packed by saved-tensor hooks, alive until their graph
+    node is freed; ``peak`` is the most alive at once. Weights (frozen, present anyway) are not counted."""
+
+    def __init__(self, *modules):
+        self.weights = {t.untyped_storage().data_ptr() for m in modules for t in (*m.parameters(), *m.buffers())}
+        self.alive: dict[int, list[int]] = {}
+        self.current = self.peak = 0
+
+    class _Holder:
+        __slots__ = ("tensor", "__weakref__")
+
+    def _release(self, ptr: int) -> None:
+        entry = self.alive[ptr]
+        entry[0] -= 1
+        if entry[0] == 0:
+            self.current -= entry[1]
+            del self.alive[ptr]
+
+    def pack(self, t):
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr in self.weights:
+            return t
+        holder = self._Holder()
+        holder.tensor = t
+        if ptr not in self.alive:
+            self.alive[ptr] = [0, storage.nbytes()]
+            self.current += storage.nbytes()
+            self.peak = max(self.peak, self.current)
+        self.alive[ptr][0] += 1
+        weakref.finalize(holder, self._release, ptr)
+        return holder
+
+    @staticmethod
+    def unpack(h):
+        return h.tensor if isinstance(h, SavedTensorMeter._Holder) else h
+
+    def hooks(self):
+        import torch
+
+        return torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
+
+
+def _classifier(name: str, seed: int):
+    import torch
+
+    from digin_cli.classifiers.timm_zoo import TimmClassifier
+    from digin_cli.classifiers.tiny import TinyClassifier
+
+    if name.startswith("tiny"):
+        return TinyClassifier(seed=seed)
+    torch.manual_seed(seed)  # random weights, real architecture: no download needed
+    return TimmClassifier(name, pretrained=False)
+
+
+def measure_group(specs: list[dict]) -> list[dict]:
+    """Configurations sharing generator, resolution, classifiers and device, measured one after the other in this
+    process (run by the parent in a fresh subprocess): the models load once; each measurement resets the peak-RSS
+    mark, and with MALLOC_MMAP_THRESHOLD_ set freed memory leaves the process between them."""
+    import gc
+
     import torch
     from omegaconf import OmegaConf
 
-    from digin_cli.augment import Cutouts
-    from digin_cli.classifiers.timm_zoo import TimmClassifier
-    from digin_cli.classifiers.tiny import TinyClassifier
     from digin_cli.generation.models import load_generator
+
+    spec = specs[0]
+    torch.manual_seed(0)
+    gen = spec["generator"]
+    cfg = OmegaConf.load(os.path.join(os.path.dirname(__file__), "..", "conf", "generator", f"{gen}.yaml"))
+    if spec.get("resolution"):
+        cfg.resolution = spec["resolution"]
+    dev = torch.device(spec["device"])
+    sd = load_generator(cfg, dev)
+    names = PAIRS[spec["classifiers"]]
+    f, g = (_classifier(n, s).to(dev) for n, s in zip(names, (1, 2)))
+    if spec.get("classifier_ckpt"):
+        for c in (f, g):
+            if not c.enable_grad_checkpointing():
+                raise SystemExit(f"{type(c.model).__name__} has no timm gradient checkpointing")
+    results = []
+    for spec in specs:
+        gc.collect()
+        results.append(measure(spec, sd, f, g))
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    return results
+
+
+def measure(spec: dict, sd, f, g) -> dict:
+    """One configuration on already built models."""
+    import torch
+
+    from digin_cli.augment import Cutouts
     from digin_cli.generation.sampler import DDIMSampler
     from digin_cli.objectives import Disagreement
-    from digin_cli.optimize import DiginOptimizer, OptimSettings
+    from digin_cli.optimize import DiginOptimizer, OptimSettings, linear_weights
 
     torch.manual_seed(0)
-    cfg = OmegaConf.load(os.path.join(os.path.dirname(__file__), "..", "conf", "generator", f"{generator}.yaml"))
-    cfg.num_steps = T
-    if resolution:
-        cfg.resolution = resolution
-    dev = torch.device(device)
-    sd = load_generator(cfg, dev)
-    if generator == "tiny":
-        f, g = TinyClassifier(seed=1), TinyClassifier(seed=2)
-    else:  # real ImageNet architectures, random weights: no download needed
-        f, g = TimmClassifier("convnext_base", pretrained=False), TimmClassifier("vit_small_patch16_224", pretrained=False)
-    f, g = f.to(dev), g.to(dev)
-    sampler = DDIMSampler(sd, checkpointing=checkpointing)
+    gen, T, dev = spec["generator"], spec["T"], sd.device
+    sd.num_steps = T  # the sampler builds its own scheduler for T
+    mode = {"true": True, "false": False, "auto": "auto"}[spec["checkpointing"]]
+    sampler = DDIMSampler(sd, checkpointing=mode is not False, compile=spec.get("compile", False))
     z, cond, null = sd.initial_latent(0), sd.encode_prompt("a photograph of a koala"), sd.null_embedding()
-    objective = Disagreement(f, g, 105, Cutouts(16, 0.3, 0.005))
+    objective = Disagreement(f, g, 105, Cutouts(spec["cutouts"], 0.3, 0.005))
+    settings = dict(loss_steps=3, checkpointing=mode, two_stage=spec["two_stage"], chunk=spec["chunk"],
+                    memory_budget_gb=spec.get("budget_gb"))
+    # One optimiser for every run of this configuration, as a task keeps one: "auto" measures its step once.
+    optimizer = DiginOptimizer(sampler, OptimSettings(steps=1, **settings))
+    out = {k: spec[k] for k in ("generator", "device", "T", "classifiers", "checkpointing", "two_stage", "chunk",
+                                "cutouts", "section")}
+    out.update(generator=f"{gen}@{sd.resolution}", compile=spec.get("compile", False),
+               classifier_ckpt=spec.get("classifier_ckpt", False))
 
     def sync():
         if dev.type == "cuda":
@@ -75,145 +186,305 @@ def measure(generator: str, device: str, T: int, checkpointing: bool, iters: int
         sync()
         return time.perf_counter() - t0
 
-    if not memory_only:
-        nograd_pass()  # warm-up (kernels, allocator)
-        nograd = statistics.median(timed(nograd_pass) for _ in range(iters))
-
-    def loop(steps):
-        return timed(lambda: DiginOptimizer(sampler, OptimSettings(steps=steps, loss_steps=3)).run(
-            z, cond, null, objective))
-
-    def autograd_saved_mb() -> float:
-        """Bytes autograd keeps for backward over one training render + loss (unique storages, weights once)."""
-        storages: dict[int, int] = {}
-
-        def pack(t):
-            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-            return t
-
-        opt = DiginOptimizer(sampler, OptimSettings(steps=1, loss_steps=3))
+    def one_step(meter: SavedTensorMeter | None) -> None:
+        """Render with grad + the training backward of the loop (no Adam), as DiginOptimizer.run does it."""
         z_T = z.clone().requires_grad_(True)
-        delta = torch.zeros((T, *cond.shape), device=dev, requires_grad=True)
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            latents, images = opt.render(z_T, cond + delta, null + delta)
-            loss = sum(objective(img, True, lat)[0] for img, lat in zip(images, latents))
-        loss.backward()
-        return sum(storages.values()) / 2**20
+        dc = torch.zeros((T, *cond.shape), device=dev, requires_grad=True)
+        du = torch.zeros((T, *null.shape), device=dev, requires_grad=True)
+        c, u = cond + dc, null + du
+        if optimizer.plain_steps is None:
+            optimizer.plain_steps = optimizer.plan_checkpointing(z_T, c, u)
+        ctx = meter.hooks() if meter else _null()
+        with ctx:
+            latents, images = optimizer.render(z_T, c, u)
+            optimizer.training_backward(objective, images, latents, linear_weights(len(images)))
 
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    saved_mb = autograd_saved_mb()
-    if memory_only:
-        out = {"generator": f"{generator}@{sd.resolution}", "device": device, "T": T, "checkpointing": checkpointing,
-               "nograd_s": float("nan"), "step_s": float("nan"), "step_ratio": float("nan"),
-               "autograd_saved_mb": saved_mb, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-        if dev.type == "cuda":
-            out["peak_cuda_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
-        return out
-    loop(1)  # warm-up of the backward kernels
+    t0 = time.perf_counter()
+    nograd_pass()  # warm-up (kernels, allocator; compiles the no-grad graph with compile on)
+    out["warmup_s"] = time.perf_counter() - t0
+    if not spec["memory_only"]:
+        out["nograd_s"] = statistics.median(timed(nograd_pass) for _ in range(spec["iters"]))
+        one_step(None)  # warm-up of the backward kernels (and the compiled backward)
+    # Memory of one step: the autograd meter (exact) and the process peak over the RSS before the step.
     base_rss = _rss_mb()
+    out["rss_reset"] = _reset_peak_rss()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
         base_cuda = torch.cuda.memory_allocated(dev) / 2**20
-    # One optimisation step = a run with one Adam step minus a run with none (both end with one evaluation pass);
-    # medians over interleaved repeats damp the noise of a shared machine.
-    with_step, without = [], []
-    for _ in range(iters):
-        without.append(loop(0))
-        with_step.append(loop(1))
-    step = statistics.median(with_step) - statistics.median(without)
-    out = {"generator": f"{generator}@{sd.resolution}", "device": device, "T": T, "checkpointing": checkpointing,
-           "nograd_s": nograd, "step_s": step, "step_ratio": step / nograd, "autograd_saved_mb": saved_mb,
-           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-           "step_rss_rise_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base_rss}
+    meter = SavedTensorMeter(sd.unet, sd.vae, f, g)
+    one_step(meter)
+    out["autograd_peak_mb"] = meter.peak / 2**20
+    out["peak_rss_mb"] = _peak_rss_mb()
+    out["step_rss_rise_mb"] = out["peak_rss_mb"] - base_rss
+    out["plain_steps"] = optimizer.plain_steps
+    out["step_bytes_mb"] = (optimizer.step_bytes or 0) / 2**20
     if dev.type == "cuda":
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
         out["step_cuda_rise_mb"] = out["peak_cuda_mb"] - base_cuda
+    if spec["memory_only"]:
+        return out
+
+    def loop(steps):
+        optimizer.settings.steps = steps
+        return timed(lambda: optimizer.run(z, cond, null, objective))
+
+    # One optimisation step = a run with one Adam step minus a run with none (both end with one evaluation pass);
+    # medians over interleaved repeats damp the noise of a shared machine.
+    with_step, without = [], []
+    for _ in range(spec["iters"]):
+        without.append(loop(0))
+        with_step.append(loop(1))
+    out["step_s"] = statistics.median(with_step) - statistics.median(without)
+    out["step_ratio"] = out["step_s"] / out["nograd_s"]
     return out
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+GROUP_KEYS = ("generator", "resolution", "classifiers", "classifier_ckpt", "compile", "device", "two_stage",
+              "memory_only")
+
+
+def run_child(specs: list[dict], threads: int, timeout: float | None = None) -> list[dict]:
+    cmd = [sys.executable, __file__, "--_child", json.dumps(specs), "--threads", str(threads)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        stderr = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
+        done = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+        return done + [{**spec, "error": f"timed out after {timeout:.0f} s"} for spec in specs[len(done):]]
+    done = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    if proc.returncode:
+        err = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        done += [{**spec, "error": err} for spec in specs[len(done):]]
+    return done
+
+
+def _spec(args, **over) -> dict:
+    spec = dict(generator="tiny", device="cpu", T=20, classifiers="tiny", checkpointing="true", two_stage=True,
+                chunk=args.chunk, cutouts=args.cutouts, compile=False, classifier_ckpt=False, budget_gb=None,
+                resolution=args.resolution, memory_only=args.memory_only, iters=args.iters)
+    spec.update(over)
+    return spec
+
+
+def lean_plan(args) -> list[dict]:
+    """The before/after report of the lean step: memory vs T for three set-ups, then times of the modes."""
+    steps = args.steps or [5, 20, 40]
+    plan = []
+    setups = [("tiny", "tiny", 256, False), ("tiny", "resnet18", 256, False), ("sd15_random", "convnext_vit", 128, True)]
+    for gen, pair, res, mem_only in setups:
+        for T in (args.sd15_steps or steps) if gen == "sd15_random" else steps:
+            for two_stage in (False, True):
+                plan.append(_spec(args, generator=gen, classifiers=pair, resolution=res, T=T, two_stage=two_stage,
+                                  memory_only=True, section="memory"))
+    # timm gradient checkpointing of the classifiers on top (T does not matter for the classifier's memory)
+    for two_stage in (False, True):
+        plan.append(_spec(args, generator="sd15_random", classifiers="convnext_vit", resolution=128,
+                          T=(args.sd15_steps or steps)[0],
+                          two_stage=two_stage, memory_only=True, classifier_ckpt=True, section="memory"))
+    T = args.time_steps
+    for ckpt, two_stage, comp in (("true", False, False), ("true", True, False), ("false", True, False),
+                                  ("auto", True, False), ("true", True, True), ("auto", True, True)):
+        plan.append(_spec(args, generator="tiny", classifiers="tiny", resolution=256, T=T, checkpointing=ckpt,
+                          two_stage=two_stage, compile=comp, memory_only=False, section="time",
+                          budget_gb=1e6 if ckpt == "auto" else None))
+    return plan
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--generator", action="append", help="tiny | sd15_random (repeatable)")
+    parser.add_argument("--suite", choices=("sweep", "lean"), default="sweep",
+                        help="sweep: T x checkpointing (default); lean: the two-stage / auto / compile report")
+    parser.add_argument("--generator", action="append", help="tiny | sd15_random (repeatable; sweep)")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cpu for tiny, cuda for sd15_random)")
-    parser.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20, 40])
+    parser.add_argument("--steps", type=int, nargs="+", default=None, help="T values (sweep: 5 10 20 40; lean: 5 20 40)")
+    parser.add_argument("--time-steps", type=int, default=20, help="lean: T of the timing section")
     parser.add_argument("--iters", type=int, default=3, help="repeats per timing (medians are reported)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 is steadiest on a shared machine)")
     parser.add_argument("--resolution", type=int, default=None, help="image size (default: the generator's)")
-    parser.add_argument("--checkpointing", choices=("both", "on", "off"), default="both")
-    parser.add_argument("--memory-only", action="store_true", help="one training render + backward per T, no timing")
+    parser.add_argument("--checkpointing", choices=("both", "on", "off", "auto"), default="both")
+    parser.add_argument("--classifiers", choices=tuple(PAIRS), default=None, help="pair (default: tiny for tiny)")
+    parser.add_argument("--backward", choices=("two_stage", "single"), default="two_stage")
+    parser.add_argument("--chunk", type=int, default=4, help="cutouts per chunk in the two-stage backward")
+    parser.add_argument("--cutouts", type=int, default=16)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet")
+    parser.add_argument("--memory-only", action="store_true", help="one training step per configuration, no timing")
+    parser.add_argument("--child-timeout", type=float, default=None, help="seconds per measuring process")
+    parser.add_argument("--jobs", type=int, default=1, help="memory-only processes run side by side")
+    parser.add_argument("--sd15-steps", type=int, nargs="+", default=None, help="lean: T values for sd15_random")
     parser.add_argument("--json", help="also write all measurements to this file")
-    parser.add_argument("--_child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--report", metavar="JSON", help="print the report of a --json file again, measure nothing")
+    parser.add_argument("--_child", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args._child:
         import torch
 
         torch.set_num_threads(args.threads)
-        gen, dev, T, ckpt = args._child
-        print(json.dumps(measure(gen, dev, int(T), ckpt == "1", args.iters, args.resolution, args.memory_only)))
+        measure_group(json.loads(args._child))
+        return
+
+    if args.report:
+        with open(args.report) as f:
+            _report(json.load(f), args.suite)
         return
 
     import torch
 
-    plan = args.generator or (["tiny", "sd15_random"] if torch.cuda.is_available() else ["tiny"])
+    if args.suite == "lean":
+        plan = lean_plan(args)
+        if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
+            print("note: MALLOC_MMAP_THRESHOLD_ is not set: CPU peak RSS will include memory glibc keeps",
+                  file=sys.stderr)
+    else:
+        plan = []
+        for gen in args.generator or (["tiny", "sd15_random"] if torch.cuda.is_available() else ["tiny"]):
+            device = args.device or ("cuda" if gen != "tiny" and torch.cuda.is_available() else "cpu")
+            if gen != "tiny" and device == "cpu" and args.device is None:
+                print(f"skipping {gen}: it needs a GPU (pass --device cpu explicitly to force it)", file=sys.stderr)
+                continue
+            modes = {"both": ("true", "false"), "on": ("true",), "off": ("false",), "auto": ("auto",)}
+            for ckpt in modes[args.checkpointing]:
+                for T in args.steps or [5, 10, 20, 40]:
+                    plan.append(_spec(args, generator=gen, device=device, T=T, checkpointing=ckpt,
+                                      classifiers=args.classifiers or ("tiny" if gen == "tiny" else "convnext_vit"),
+                                      two_stage=args.backward == "two_stage", compile=args.compile,
+                                      section="sweep"))
+    groups: dict[tuple, list[dict]] = {}
+    for spec in plan:
+        if args.device and args.suite == "lean":
+            spec["device"] = args.device
+        groups.setdefault(tuple(spec.get(k) for k in GROUP_KEYS), []).append(spec)
     results = []
-    for gen in plan:
-        device = args.device or ("cuda" if gen != "tiny" and torch.cuda.is_available() else "cpu")
-        if gen != "tiny" and device == "cpu" and args.device is None:
-            print(f"skipping {gen}: it needs a GPU (pass --device cpu explicitly to force it)", file=sys.stderr)
-            continue
-        for ckpt in {"both": (True, False), "on": (True,), "off": (False,)}[args.checkpointing]:
-            for T in args.steps:
-                cmd = [sys.executable, __file__, "--_child", gen, device, str(T), "1" if ckpt else "0",
-                       "--iters", str(args.iters), "--threads", str(args.threads)]
-                if args.resolution:
-                    cmd += ["--resolution", str(args.resolution)]
-                if args.memory_only:
-                    cmd.append("--memory-only")
-                proc = subprocess.run(cmd, capture_output=True, text=True)
-                if proc.returncode:
-                    err = (proc.stderr.strip().splitlines() or ["?"])[-1]
-                    results.append({"generator": gen, "device": device, "T": T, "checkpointing": ckpt, "error": err})
-                else:
-                    results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-                print(f"  measured {gen} T={T} checkpointing={ckpt}", file=sys.stderr)
-    _report(results)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    lock = __import__("threading").Lock()
+
+    def run(specs):
+        outcome = run_child(specs, args.threads, args.child_timeout)
+        with lock:
+            for r in outcome:
+                results.append(r)
+                print(f"  measured {_label(r)} T={r['T']}: " + ("error " + r["error"] if "error" in r else
+                      f"autograd {r['autograd_peak_mb']:.1f} MB, rise "
+                      f"{r.get('step_cuda_rise_mb', r['step_rss_rise_mb']):.0f} MB"
+                      + (f", step {r['step_s']:.2f} s" if "step_s" in r else "")), file=sys.stderr, flush=True)
+            if args.json:  # written as it goes: a long run keeps what it measured
+                with open(args.json, "w") as f:
+                    json.dump(results, f, indent=2)
+
+    # Memory-only groups may run side by side (each process reads its own peak); timed groups run one at a time
+    # (beside the memory ones when --jobs > 1: ratios between timed rows stay comparable, absolute times do not).
+    from concurrent.futures import ThreadPoolExecutor
+
+    memory = [g for g in groups.values() if g[0]["memory_only"]]
+    timed = [g for g in groups.values() if not g[0]["memory_only"]]
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        timing = pool.submit(lambda: [run(specs) for specs in timed]) if args.jobs > 1 else None
+        list(pool.map(run, memory))
+        if timing is None:
+            for specs in timed:
+                run(specs)
+        else:
+            timing.result()
+    _report(results, args.suite)
 
 
-def _report(results: list[dict]) -> None:
+def _label(r: dict) -> str:
+    parts = [r["generator"] if isinstance(r["generator"], str) else "?", r.get("classifiers", ""),
+             "two-stage" if r.get("two_stage") else "single", f"ckpt={r.get('checkpointing')}"]
+    if r.get("compile"):
+        parts.append("compile")
+    if r.get("classifier_ckpt"):
+        parts.append("clf-ckpt")
+    return " ".join(str(p) for p in parts)
+
+
+def _report(results: list[dict], suite: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="one optimisation step vs a no-grad sampling pass")
-    for col in ("generator", "device", "T", "ckpt", "no-grad s", "step s", "step/no-grad", "autograd MB", "peak MB"):
+    console = Console(width=160)
+    table = Table(title="one optimisation step (16 cutouts, loss on the last 3 steps)")
+    for col in ("generator", "classifiers", "backward", "ckpt", "T", "no-grad s", "step s", "step/no-grad",
+                "autograd MB", "step rise MB", "peak MB"):
         table.add_column(col)
     for r in results:
         if "error" in r:
-            table.add_row(r["generator"], r["device"], str(r["T"]), str(r["checkpointing"]), "error", r["error"][:60],
-                          "", "", "")
+            table.add_row(str(r["generator"]), r["classifiers"], "", str(r["checkpointing"]), str(r["T"]), "error",
+                          r["error"][:60], "", "", "", "")
             continue
+        backward = ("two-stage" if r["two_stage"] else "single") + (" +clf-ckpt" if r["classifier_ckpt"] else "")
+        ckpt = r["checkpointing"] + (" +compile" if r["compile"] else "")
         peak = r.get("peak_cuda_mb", r["peak_rss_mb"])
-        table.add_row(r["generator"], r["device"], str(r["T"]), str(r["checkpointing"]), f"{r['nograd_s']:.3f}",
-                      f"{r['step_s']:.3f}", f"{r['step_ratio']:.2f}", f"{r['autograd_saved_mb']:.1f}", f"{peak:.0f}")
-    console = Console()
+        rise = r.get("step_cuda_rise_mb", r["step_rss_rise_mb"])
+        fmt = lambda k, spec: format(r[k], spec) if k in r else "-"  # noqa: E731
+        table.add_row(r["generator"], r["classifiers"], backward, ckpt, str(r["T"]), fmt("nograd_s", ".3f"),
+                      fmt("step_s", ".3f"), fmt("step_ratio", ".2f"), f"{r['autograd_peak_mb']:.1f}", f"{rise:.0f}",
+                      f"{peak:.0f}")
     console.print(table)
-    for gen in dict.fromkeys(r["generator"] for r in results):
-        ok = {(r["T"], r["checkpointing"]): r for r in results if r["generator"] == gen and "error" not in r}
-        if not ok:
-            continue
-        lo, hi = min(t for t, _ in ok), max(t for t, _ in ok)
-        for ckpt in (True, False):
-            if (lo, ckpt) in ok and (hi, ckpt) in ok:
-                a, b = ok[(lo, ckpt)], ok[(hi, ckpt)]
-                peak = "peak_cuda_mb" if "peak_cuda_mb" in a else "peak_rss_mb"
-                console.print(f"{gen} checkpointing={ckpt}: autograd memory T={hi}/T={lo} = "
-                              f"{b['autograd_saved_mb'] / a['autograd_saved_mb']:.2f}, peak memory T={hi}/T={lo} = "
-                              f"{b[peak] / a[peak]:.2f} (target ≤ {TARGET_MEMORY_RATIO} with checkpointing); "
-                              f"step/no-grad at T={hi}: {b['step_ratio']:.2f} (target ≤ {TARGET_STEP_RATIO})")
+    ok = [r for r in results if "error" not in r]
+    if suite == "lean":
+        _lean_summary(console, ok)
+        return
+    for gen in dict.fromkeys(r["generator"] for r in ok):
+        for ckpt in ("true", "false", "auto"):
+            rows = {r["T"]: r for r in ok if r["generator"] == gen and r["checkpointing"] == ckpt}
+            if len(rows) < 2:
+                continue
+            a, b = rows[min(rows)], rows[max(rows)]
+            peak = "peak_cuda_mb" if "peak_cuda_mb" in a else "peak_rss_mb"
+            line = (f"{gen} checkpointing={ckpt}: autograd memory T={b['T']}/T={a['T']} = "
+                    f"{b['autograd_peak_mb'] / a['autograd_peak_mb']:.2f}, peak memory = {b[peak] / a[peak]:.2f} "
+                    f"(target ≤ {TARGET_MEMORY_RATIO} with checkpointing)")
+            if "step_ratio" in b:
+                line += f"; step/no-grad at T={b['T']}: {b['step_ratio']:.2f} (target ≤ {TARGET_STEP_RATIO})"
+            console.print(line)
+
+
+def _lean_summary(console, ok: list[dict]) -> None:
+    mem = [r for r in ok if "step_s" not in r and not r["classifier_ckpt"]]
+    for setup in dict.fromkeys((r["generator"], r["classifiers"]) for r in mem):
+        rows = {(r["T"], r["two_stage"]): r for r in mem if (r["generator"], r["classifiers"]) == setup}
+        for T in sorted({t for t, _ in rows}):
+            if (T, False) in rows and (T, True) in rows:
+                a, b = rows[(T, False)], rows[(T, True)]
+                rise = "step_cuda_rise_mb" if "step_cuda_rise_mb" in a else "step_rss_rise_mb"
+                console.print(f"{setup[0]} {setup[1]} T={T}: added memory two-stage/single = "
+                              f"{b[rise]:.0f}/{a[rise]:.0f} MB = {b[rise] / a[rise]:.2f}; autograd "
+                              f"{b['autograd_peak_mb']:.0f}/{a['autograd_peak_mb']:.0f} MB = "
+                              f"{b['autograd_peak_mb'] / a['autograd_peak_mb']:.2f}"
+                              + (f" (target ≤ {TARGET_LEAN_MEMORY} at T=20 with resnet18)"
+                                 if setup[1] == "resnet18" and T == 20 else ""))
+        Ts = sorted({t for t, s in rows if s})
+        if len(Ts) >= 2:
+            lo, hi = rows[(Ts[0], True)], rows[(Ts[-1], True)]
+            peak = "peak_cuda_mb" if "peak_cuda_mb" in lo else "peak_rss_mb"
+            console.print(f"{setup[0]} {setup[1]} two-stage: peak memory T={Ts[-1]}/T={Ts[0]} = "
+                          f"{hi[peak] / lo[peak]:.2f} ({hi[peak]:.0f}/{lo[peak]:.0f} MB; target ≤ "
+                          f"{TARGET_MEMORY_RATIO}), autograd {hi['autograd_peak_mb'] / lo['autograd_peak_mb']:.2f}")
+    ck = {r["two_stage"]: r for r in ok if r["classifier_ckpt"]}
+    for two_stage, r in ck.items():
+        base = next((b for b in mem if b["classifiers"] == r["classifiers"] and b["T"] == r["T"]
+                     and b["two_stage"] == two_stage), None)
+        if base:
+            rise = "step_cuda_rise_mb" if "step_cuda_rise_mb" in r else "step_rss_rise_mb"
+            console.print(f"classifier grad checkpointing ({r['classifiers']}, "
+                          f"{'two-stage' if two_stage else 'single'}): added memory {r[rise]:.0f} vs "
+                          f"{base[rise]:.0f} MB without, autograd {r['autograd_peak_mb']:.0f} vs "
+                          f"{base['autograd_peak_mb']:.0f} MB")
+    times = {(r["checkpointing"], r["two_stage"], r["compile"]): r for r in ok if "step_s" in r}
+    ref = times.get(("true", True, False))
+    if ref:
+        for key, r in times.items():
+            console.print(f"T={r['T']} {_label(r)}: step {r['step_s']:.2f} s = {r['step_s'] / ref['step_s']:.2f}x "
+                          f"two-stage ckpt=true; step/no-grad {r['step_ratio']:.2f}; warm-up {r['warmup_s']:.1f} s"
+                          + (f" (target ≤ {TARGET_AUTO_TIME})" if key == ("auto", True, False) else ""))
 
 
 if __name__ == "__main__":

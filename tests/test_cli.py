@@ -124,6 +124,8 @@ def test_unknown_class_suggests_close_matches_and_writes_no_item(tmp_path):
     ("task=disagrement", ["unknown task", "disagreement"]),
     ("generator.num_steps=0", ["generator.num_steps", "positive"]),
     ("optimizer.steps=-1", ["optimizer.steps"]),
+    ("optimizer.checkpointing=maybe", ["optimizer.checkpointing", "auto"]),
+    ("optimizer.augment.chunk=0", ["optimizer.augment.chunk"]),
 ])
 def test_bad_overrides_fail_before_any_output(tmp_path, override, needles):
     proc = digin(*FAST, override, f"paths.output_root={tmp_path}")

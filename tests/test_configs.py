@@ -47,7 +47,8 @@ def test_classifier2_takes_the_classifier_names():
 def test_generator_configs_share_the_promised_keys():
     for option in options("generator"):
         cfg = compose("config", overrides=[f"generator={option}"]).generator
-        assert {"pretrained", "num_steps", "guidance_scale", "resolution", "source"} <= set(cfg)
+        assert {"pretrained", "num_steps", "guidance_scale", "resolution", "source", "sampler", "lora"} <= set(cfg)
+        assert cfg.sampler in ("ddim", "lcm")
 
 
 @pytest.mark.parametrize("launcher,target", [("slurm", "SlurmLauncher"), ("local", "LocalLauncher"),
@@ -66,3 +67,24 @@ def test_run_dirs_are_unique_per_process_and_grouped_by_task():
     from omegaconf import OmegaConf
 
     assert OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["subdir"] == "${hydra.job.num}"
+
+
+@pytest.mark.parametrize("task", ["explain", "hard_prompt"])
+def test_prompt_tasks_select_lcm_and_prompt_optimizer_and_the_command_line_wins(task):
+    cfg = compose("config", overrides=[f"task={task}"])
+    assert cfg.generator.name == "lcm_lora" and cfg.generator.sampler == "lcm" and cfg.generator.num_steps == 4
+    assert cfg.optimizer.fresh_latent and cfg.optimizer.select == "last" and cfg.optimizer.loss_steps == 1
+    assert cfg.optimizer.augment.num == 0
+    cfg = compose("config", overrides=[f"task={task}", "generator=sd15", "optimizer.steps=7"])
+    assert cfg.generator.name == "sd15" and cfg.optimizer.steps == 7
+    assert compose("config").generator.sampler == "ddim" and not compose("config").optimizer.fresh_latent
+
+
+def test_bad_sampler_and_selection_values_are_one_line_errors():
+    from digin_cli.configs import check_config
+    from digin_cli.errors import DiginError
+
+    for override, needle in [("generator.sampler=euler", "generator.sampler="), ("optimizer.select=first",
+                             "optimizer.select="), ("optimizer.keep_images_every=0", "keep_images_every")]:
+        with pytest.raises(DiginError, match=needle):
+            check_config(compose("config", overrides=[override]))

@@ -82,3 +82,152 @@ def test_only_selected_variables_move(setup):
         assert torch.equal(result.inputs["z_T"], sd.initial_latent(0))
         assert torch.equal(result.inputs["uncond"], null.expand_as(result.inputs["uncond"]))
         assert not torch.equal(result.inputs["cond"], cond.expand_as(result.inputs["cond"]))
+
+
+# --- the lean step: two-stage backward, chunked cutouts, batched decode, checkpointing under a budget -----------
+
+def _grads(sd, objective, cond, null, seed=0, sampler=None, **settings):
+    """Gradients of one training step w.r.t. z_T and both per-step delta stacks (no Adam step)."""
+    sampler = sampler or DDIMSampler(sd)
+    opt = DiginOptimizer(sampler, OptimSettings(steps=1, loss_steps=3, **settings))
+    T = sampler.num_steps
+    z = sd.initial_latent(0).clone().requires_grad_()
+    dc = torch.zeros((T, *cond.shape[-3:]), requires_grad=True)
+    du = torch.zeros((T, *null.shape[-3:]), requires_grad=True)
+    c, u = cond + dc, null + 0.5 * du  # a non-trivial path to the null deltas
+    opt.plain_steps = opt.plan_checkpointing(z, c, u)
+    latents, images = opt.render(z, c, u)
+    torch.manual_seed(seed)  # cutouts come from the global RNG: the same draws for every variant
+    loss = opt.training_backward(objective, images, latents, linear_weights(3))
+    return [z.grad, dc.grad, du.grad], float(loss), opt
+
+
+def _assert_close(got, want, rel=1e-5):
+    for a, b in zip(got, want):
+        assert b.norm() > 0
+        assert ((a - b).norm() / b.norm()).item() <= rel
+
+
+@pytest.fixture(scope="module")
+def counterfactual(setup):
+    from digin_cli.objectives import Counterfactual, ForegroundAwareDistance
+
+    sd, f, _, _, _ = setup
+    gen = torch.Generator().manual_seed(3)
+    px_mask = torch.zeros(1, 1, 64, 64)
+    px_mask[..., 16:48, 16:48] = 1
+    latent_mask = torch.nn.functional.interpolate(px_mask, size=(8, 8))
+    distance = ForegroundAwareDistance(torch.rand(1, 3, 64, 64, generator=gen), torch.randn(1, 4, 8, 8, generator=gen),
+                                       px_mask, latent_mask)
+    return Counterfactual(f, 2, distance, Cutouts(16, 0.3, 0.005), start=1)
+
+
+def test_two_stage_gradients_equal_single_backward_for_any_chunk(setup):
+    sd, f, g, cond, null = setup
+    objective = Disagreement(f, g, target=1, cutouts=Cutouts(16, 0.3, 0.005))
+    want, want_loss, _ = _grads(sd, objective, cond, null, two_stage=False)
+    for chunk in (1, 3, 16):
+        got, loss, _ = _grads(sd, objective, cond, null, two_stage=True, chunk=chunk)
+        _assert_close(got, want)
+        assert loss == pytest.approx(want_loss, rel=1e-5)
+
+
+def test_two_stage_gradients_equal_for_counterfactual_with_latent_distance(setup, counterfactual):
+    sd, _, _, cond, null = setup
+    want, want_loss, _ = _grads(sd, counterfactual, cond, null, two_stage=False)
+    for chunk in (3, 16):
+        got, loss, _ = _grads(sd, counterfactual, cond, null, two_stage=True, chunk=chunk)
+        _assert_close(got, want)
+        assert loss == pytest.approx(want_loss, rel=1e-5)
+
+
+def test_two_stage_serves_plain_callables_on_image_and_latent_leaves(setup):
+    sd, _, _, cond, null = setup
+
+    def objective(images, augment, latents):  # reads both: gradients must reach the sampler through each
+        return (images ** 2).mean() + (latents ** 3).mean(), {}
+
+    want, _, _ = _grads(sd, objective, cond, null, two_stage=False)
+    got, _, _ = _grads(sd, objective, cond, null, two_stage=True)
+    _assert_close(got, want)
+
+
+class _ProbeViews(Disagreement):
+    """Records every view the classifier f sees, in order."""
+
+    def __init__(self, f, g, cutouts):
+        super().__init__(f, g, 0, cutouts)
+        self.seen = []
+
+    def view_losses(self, views):
+        self.seen.append(views[0].detach().clone())
+        return super().view_losses(views)
+
+
+def test_cutouts_seen_by_each_view_do_not_depend_on_chunk_size(setup):
+    sd, f, g, cond, null = setup
+    seen = {}
+    for chunk in (1, 3, 16):
+        probe = _ProbeViews(f, g, Cutouts(16, 0.3, 0.005, generator=torch.Generator().manual_seed(7)))
+        _grads(sd, probe, cond, null, chunk=chunk)
+        assert max(v.shape[0] for v in probe.seen) == min(chunk, 16)
+        seen[chunk] = torch.cat(probe.seen)
+    assert seen[1].shape[0] == 3 * 16  # 16 views of each of the k = 3 loss images
+    assert torch.equal(seen[1], seen[3]) and torch.equal(seen[1], seen[16])
+
+
+def test_loss_images_are_decoded_in_one_batch_equal_to_one_by_one(setup):
+    sd, _, _, cond, null = setup
+    sampler = DDIMSampler(sd)
+    with torch.no_grad():
+        latents, images = DiginOptimizer(sampler, OptimSettings(loss_steps=3)).render(sd.initial_latent(0), cond, null)
+        assert len(images) == 3
+        for z, x in zip(latents, images):
+            assert torch.allclose(x, sampler.decode(z), atol=1e-6)
+
+
+def _render_saved_bytes(opt, z, c, u):
+    unet = opt.sampler.sd.unet
+    weights = {t.untyped_storage().data_ptr() for t in (*unet.parameters(), *unet.buffers())}
+    storages = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in weights:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        opt.render(z, c, u)
+    return sum(storages.values())
+
+
+def test_auto_checkpointing_fits_the_budget_and_keeps_gradients(setup):
+    from digin_cli.optimize import step_activation_bytes
+
+    sd, f, g, cond, null = setup
+    sampler = DDIMSampler(sd)
+    T = sampler.num_steps
+    step = step_activation_bytes(sampler, sd.initial_latent(0), cond, null)
+    assert step > 0
+    objective = Disagreement(f, g, target=1, cutouts=Cutouts(4, 0.3, 0.005))
+    want, _, _ = _grads(sd, objective, cond, null, sampler=sampler, checkpointing=True)
+    saved = []
+    for budget_steps, plain in ((0.5, 0), (2.5, 2), (T + 0.5, T)):
+        got, _, opt = _grads(sd, objective, cond, null, sampler=sampler, checkpointing="auto",
+                             memory_budget_gb=budget_steps * step / 2**30)
+        assert opt.plain_steps == plain and opt.step_bytes == step
+        _assert_close(got, want)
+        z = sd.initial_latent(0).clone().requires_grad_()
+        c, u = cond.clone().requires_grad_(), null.clone().requires_grad_()  # as in the measured step
+        saved.append(_render_saved_bytes(opt, z, c, u))
+    # What autograd holds grows with the un-checkpointed steps, by about one measured step each.
+    assert saved[0] < saved[1] < saved[2]
+    assert (saved[1] - saved[0]) == pytest.approx(2 * step, rel=0.25)
+
+
+def test_auto_checkpointing_without_budget_on_cpu_checkpoints_everything(setup):
+    sd, f, g, cond, null = setup
+    opt = DiginOptimizer(DDIMSampler(sd), OptimSettings(checkpointing="auto"))
+    assert opt.plan_checkpointing(sd.initial_latent(0), cond, null) == 0
+    assert DiginOptimizer(DDIMSampler(sd), OptimSettings(checkpointing=False)).plan_checkpointing(
+        sd.initial_latent(0), cond, null) == DDIMSampler(sd).num_steps

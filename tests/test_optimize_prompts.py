@@ -67,3 +67,16 @@ def test_soft_prompt_optimisation_lowers_the_expected_loss(tiny_lcm_sd, eq):
     # its prompt only weakly (a few tokens of 77 in cross-attention): the drop is small but seeded and exact.
     assert before - after > 0.01, (before, after)
     assert [i.index for i in result.iterates if i.image is not None] == [0, 3, 6, 8]
+
+
+def test_prompt_variables_on_ddim_with_guidance_move_the_prompt(tiny_sd):
+    from digin_cli.generation.sampler import DDIMSampler
+
+    sampler = DDIMSampler(tiny_sd)  # guidance 3.0: the null text feeds the unconditional branch
+    prompt = SoftPrompt(tiny_sd.text_encoder, tiny_sd.tokenizer, prefix="a photo of", num_tokens=1, init="bee")
+    start = prompt.embeddings.detach().clone()
+    settings = _settings(steps=1)
+    variables = PromptVariables(prompt, sampler, 0, settings, tiny_sd.null_embedding())
+    assert variables.inputs(0, False).uncond is not None
+    result = DiginOptimizer(sampler, settings).optimize(variables, ClassCrossEntropy(TinyClassifier(seed=1), 3))
+    assert result.error is None and not torch.equal(prompt.embeddings, start)

@@ -203,10 +203,14 @@ def apply_lora(pipe: StableDiffusionPipeline, lora: str) -> None:
     verbosity = diffusers_logging.get_verbosity()
     # A UNet-only LoRA (LCM-LoRA, ours) makes diffusers warn that the text encoder got no LoRA keys: expected.
     diffusers_logging.set_verbosity_error()
+    from diffusers.loaders.lora_base import LORA_WEIGHT_NAME_SAFE
+
+    path = os.path.expanduser(lora)
+    # A hub id gets diffusers' standard file name: in offline mode diffusers will not search a cached repo for it.
+    kwargs = {} if os.path.exists(path) else {"weight_name": LORA_WEIGHT_NAME_SAFE}
     try:
-        pipe.load_lora_weights(lora)
+        pipe.load_lora_weights(path if os.path.exists(path) else lora, **kwargs)
     except (OSError, ValueError) as err:
-        path = os.path.expanduser(lora)
         if os.path.exists(path):
             raise DiginError(f"cannot load LoRA weights from '{lora}' ({type(err).__name__}: "
                              f"{str(err).splitlines()[0] if str(err) else ''}) — point generator.lora= at a folder or "

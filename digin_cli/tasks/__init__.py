@@ -6,7 +6,7 @@ from importlib import import_module
 
 from digin_cli.errors import DiginError, suggest
 
-TASKS = ("sample", "disagreement", "vce", "explain", "hard_prompt", "spurious")
+TASKS = ("sample", "disagreement", "vce", "neuron", "neuron_cf", "npca", "explain", "hard_prompt", "spurious")
 
 
 def get_task(name: str):

@@ -26,15 +26,16 @@ def run(ctx: RunContext) -> dict:
                          "same dataset (e.g. two ImageNet models)")
     targets = [resolve_class(c, f.class_names) for c in task.classes]
     sd = ctx.generator
-    optimizer = DiginOptimizer(ctx.sampler(), ctx.optim_settings())
+    sampler = ctx.sampler()
+    optimizer = DiginOptimizer(sampler, ctx.optim_settings())
     null = sd.null_embedding()
     cutouts = ctx.cutouts()
 
     def work(item_dir, item):
         prompt = task.prompt.format(item["class"])
-        result = optimizer.run(sd.initial_latent(item["seed"]), sd.encode_prompt(prompt), null,
-                               Disagreement(f, g, item["class_index"], cutouts),
-                               description=f"{item['class']} · seed {item['seed']}")
+        z_T, noise = sampler.seeded_start(item["seed"])  # LCM also needs its inter-step noise
+        result = optimizer.run(z_T, sd.encode_prompt(prompt), null, Disagreement(f, g, item["class_index"], cutouts),
+                               description=f"{item['class']} · seed {item['seed']}", noise=noise)
         init, best = result.initial.metrics, result.best.metrics
         summary = {"p_f_init": init["p_f"], "p_g_init": init["p_g"], "p_f_best": best["p_f"],
                    "p_g_best": best["p_g"], "best_iterate": result.best_index, "seconds": round(result.seconds, 2)}

@@ -26,7 +26,8 @@ def run(ctx: RunContext) -> dict:
 
     @torch.no_grad()
     def work(path, item):
-        latents = sampler.sample(sd.initial_latent(item["seed"]), sd.encode_prompt(item["prompt"]), null).latents
+        z_T, noise = sampler.seeded_start(item["seed"])  # LCM also needs its inter-step noise
+        latents = sampler.sample(z_T, sd.encode_prompt(item["prompt"]), null, noise=noise).latents
         ctx.writer.save_image(path.parent, path.name, sampler.decode(latents))
         return {}
 

@@ -70,3 +70,22 @@ def test_tiny_lora_is_written_once_and_reloads_identically(tmp_path):
     b = load_generator(tiny_generator_cfg(lora=str(folder)))
     for p, q in zip(a.unet.parameters(), b.unet.parameters()):
         assert torch.equal(p, q)
+
+
+def test_a_lora_hub_id_in_the_local_cache_loads_offline(tmp_path, monkeypatch):
+    # The lcm_lora path on an offline GPU node: the hub id resolves from the HF cache without network.
+    import shutil
+
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    snapshot = tmp_path / "hub" / "models--someone--tiny-lora" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    shutil.copy(tiny_lora(tmp_path / "cache", 0) / "pytorch_lora_weights.safetensors", snapshot)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    hub = load_generator(tiny_generator_cfg(lora="someone/tiny-lora"))
+    local = load_generator(tiny_generator_cfg(lora="tiny"), cache_dir=tmp_path / "cache")
+    for p, q in zip(hub.unet.parameters(), local.unet.parameters()):
+        assert torch.equal(p, q)

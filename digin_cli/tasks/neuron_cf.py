@@ -1,0 +1,75 @@
+"""Neuron counterfactuals (DiG-IN Sec. 6, Fig. 10): a real image with one feature φ_n raised and lowered.
+
+Per (image, neuron, direction): caption the image with its start class, invert it (shared with vce's cache), and
+optimise ∓φ_n plus the foreground-aware distance *without inverting the mask* (the object is held, the background
+may change to add or remove the feature), with identical prompts and the authors' settings: attention injection and
+foreground blend for the first 30 % of the steps, no cutouts. The editing is
+:func:`digin_cli.tasks.common.feature_counterfactual`; this file says which images and neurons, and draws the
+Fig. 10 strip: test image, maximised, minimised, each with φ_n and the confidence in the associated class.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from digin_cli.classifiers import resolve_class
+from digin_cli.context import RunContext
+from digin_cli.errors import DiginError
+from digin_cli.objectives import FeatureActivation
+from digin_cli.tasks.common import (before_after_strip, check_feature, directions, feature_counterfactual, finish,
+                                    image_preparer, neuron_targets, real_image_editor, require_editing,
+                                    require_imagenet_val, run_items, select_images, start_class, task_cutouts)
+
+KEY_IMAGES = ["*/neuron_*/neuron_cf.png", "*/neuron_*/*/counterfactual.png"]
+
+
+def run(ctx: RunContext) -> dict:
+    task, cfg = ctx.cfg.task, ctx.cfg
+    require_editing(ctx)
+    if not task.images:
+        require_imagenet_val(cfg.paths.imagenet_val)  # before any model is loaded
+    signs = directions(task)
+    f = ctx.classifier("classifier")
+    for pair in task.pairs:
+        if len(pair) != 2:
+            raise DiginError(f"task.pairs entries are [image class, neuron], got {list(pair)}")
+    pairs = [(resolve_class(c, f.class_names), check_feature(f, n, "task.pairs")) for c, n in task.pairs]
+    targets = None if pairs else neuron_targets(ctx, f)
+    images = select_images(ctx, f)
+    with torch.no_grad():
+        probs = {id(i): f(i.image.to(ctx.device)).softmax(-1)[0].cpu() for i in images}
+    plan = []
+    for image in images:
+        start = start_class(task, f, image, probs[id(image)])
+        # The associated class: the pair's class, the neuron's (ranking / reference / largest weight), or the start.
+        neurons = ([(n, c) for c, n in pairs if c == image.label] if pairs
+                   else [(n, label if label is not None else start) for n, label in targets])
+        plan += [(image, start, n, c, name, sign) for n, c in neurons for name, sign in signs]
+    if not plan:
+        raise DiginError("no selected image belongs to a task.pairs class — select images of those classes "
+                         "(ImageNet val with labels) or pass task.neurons")
+    editor = real_image_editor(ctx)
+    prepare = image_preparer(ctx, editor)
+    cutouts = task_cutouts(ctx)
+
+    def work(item_dir, item):
+        image, start, n, cls, name, sign = plan[item["plan"]]
+        prep = prepare(image, f.class_names[start])
+        activation = FeatureActivation(f, n, sign, cutouts, report_class=cls)
+        return feature_counterfactual(ctx, editor, prep, f, activation, item_dir,
+                                      {k: v for k, v in item.items() if k != "plan"},
+                                      f"{image.name}: {name} neuron {n}")
+
+    items = [(ctx.writer.item_dir(image.name, f"neuron_{n}", name),
+              {"image": image.name, "start": f.class_names[start], "neuron": n, "class": f.class_names[cls],
+               "direction": name, "plan": k})
+             for k, (image, start, n, cls, name, _) in enumerate(plan)]
+    rows = run_items(ctx, items, work, "neuron counterfactuals")
+    for image, n, cls in dict.fromkeys((image, n, cls) for image, _, n, cls, _, _ in plan):
+        folder = ctx.writer.item_dir(image.name, f"neuron_{n}")
+        edits = [(f"{'maximise' if name == 'max' else 'minimise'} {n}", folder / name) for name, _ in signs]
+        before_after_strip(ctx, folder, "neuron_cf.png", edits[0][1], edits,
+                           f"neuron {n} (conf. class {f.class_names[cls]}) · {image.name}")
+    return finish(ctx, [{k: v for k, v in r.items() if k != "plan"} for r in rows], "neuron counterfactuals",
+                  ["image", "neuron", "class", "direction", "status", "phi_before", "phi_after", "p_class_before",
+                   "p_class_after", "l2_foreground", "l2"])
