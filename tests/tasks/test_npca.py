@@ -61,7 +61,7 @@ def test_bad_inputs(data, digin_here, expect_error, component_files, tmp_path, c
         "nonlinear_head": ([seg, image, train, "task.component_class=goldfish",
                             "classifier._target_=tests.tasks.nonlinear_head.MlpHeadClassifier"], ["not a linear layer"]),
         "no_segmenter": (["segmentation=none", image], ["segmentation=none"]),
-        "unknown_class": ([seg, image, "task.component_class=goldfsh"], ["goldfsh", "goldfish"]),
+        "unknown_class": ([seg, image, train, "task.component_class=goldfsh"], ["goldfsh", "goldfish"]),
     }[case]
     proc = digin_here("task=npca", *args, output=tmp_path / "out")
     expect_error(proc, *needles)
