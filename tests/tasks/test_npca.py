@@ -43,7 +43,7 @@ def component_files(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing", "unreadable", "wrong_length", "component_range", "class_empty",
-                                  "train_unset", "nonlinear_head", "no_segmenter", "unknown_class"])
+                                  "train_unset", "nonlinear_head", "no_segmenter", "lcm", "unknown_class"])
 def test_bad_inputs(data, digin_here, expect_error, component_files, tmp_path, case):
     image, train = f"task.images={data / 'images' / 'chicken.png'}", f"paths.imagenet_train={data / 'train'}"
     seg = "segmentation=tiny_sam"
@@ -61,6 +61,7 @@ def test_bad_inputs(data, digin_here, expect_error, component_files, tmp_path, c
         "nonlinear_head": ([seg, image, train, "task.component_class=goldfish",
                             "classifier._target_=tests.tasks.nonlinear_head.MlpHeadClassifier"], ["not a linear layer"]),
         "no_segmenter": (["segmentation=none", image], ["segmentation=none"]),
+        "lcm": ([seg, image, train, "++generator.sampler=lcm"], ["generator.sampler=lcm", "DDIM"]),
         "unknown_class": ([seg, image, train, "task.component_class=goldfsh"], ["goldfsh", "goldfish"]),
     }[case]
     proc = digin_here("task=npca", *args, output=tmp_path / "out")
