@@ -68,3 +68,25 @@ def test_bad_inputs(data, digin_here, expect_error, component_files, tmp_path, c
     expect_error(proc, *needles)
     assert not list((tmp_path / "out").glob("npca/runs/*/*/metrics.json"))
 
+
+
+def test_component_file_round_trip_gives_the_computed_direction(tmp_path):
+    from safetensors.torch import save_file
+
+    from digin_cli.classifiers.tiny import TinyClassifier
+    from digin_cli.features import npca
+    from digin_cli.tasks.npca import load_component_file
+
+    f = TinyClassifier(0)
+    w, _ = f.head()
+    comps = npca(torch.randn(20, f.num_features).abs(), w[7])
+    save_file({"components": comps.components.contiguous(), "mean": comps.mean}, str(tmp_path / "c.safetensors"))
+    torch.save({"components": comps.components[1]}, tmp_path / "one.pt")  # a single component, no mean
+    loaded = load_component_file(str(tmp_path / "c.safetensors"), f, 7)
+    u, offset = loaded.direction(1)
+    ref_u, ref_offset = comps.direction(1)
+    torch.testing.assert_close(u, ref_u)
+    assert offset == pytest.approx(ref_offset, abs=1e-6)
+    single = load_component_file(str(tmp_path / "one.pt"), f, 7)
+    torch.testing.assert_close(single.direction(0)[0], ref_u)
+    assert single.direction(0)[1] == 0.0  # no mean in the file: alpha is not centred
