@@ -185,6 +185,8 @@ def test_features_default_to_the_class_ranking(monkeypatch, capsys, workdir):
     table = list(csv.DictReader((workdir / "ranked" / "tench" / "table.csv").open()))
     assert [(int(r["rank"]), int(r["feature"])) for r in table] == [(1, expected[0]), (2, expected[1])]
     assert list((workdir / "cache" / "features").glob("*.safetensors")), "class features are cached on disk"
+    ranking = list(csv.DictReader((workdir / "ranked" / "tench" / "ranking.csv").open()))
+    assert [int(r["feature"]) for r in ranking] == expected
 
 
 def test_ranking_without_training_images(monkeypatch, capsys, workdir):
