@@ -31,8 +31,7 @@ from PIL import Image
 
 from digin_cli.classifiers import resolve_class
 from digin_cli.context import RunContext
-from digin_cli.data.annotations import (Annotations, agreement, agreement_by_delta, check_delta, decide,
-                                        write_agreement)
+from digin_cli.data.annotations import Annotations, agreement, agreement_by_delta, check_delta, decide, write_agreement
 from digin_cli.errors import DiginError
 from digin_cli.explainer import explanation_objective
 from digin_cli.io.atomic import atomic_write_text
@@ -53,7 +52,7 @@ def _require_text_segmenter(cfg) -> None:
     target = cfg.get("_target_") if cfg is not None else None
     try:
         text_prompted = bool(target) and getattr(get_class(target), "text_prompted", False)
-    except Exception:  # an unimportable target: let build_segmenter report it
+    except (ImportError, AttributeError, ValueError):  # an unimportable target: build_segmenter reports it
         text_prompted = True
     if not text_prompted:
         raise DiginError(f"task=spurious segments samples with the class name as text, which "
