@@ -91,10 +91,10 @@ explain-fig4: $(VENV)/.installed ## DiffExplainer Fig. 4: "a texture of" / "a sh
 explain-fig8: $(VENV)/.installed ## DiffExplainer Fig. 8: hard-prompt text explanation of "bee" (same ARGS)
 	$(BIN)/digin experiment=explain_fig8 $(CHECKPOINT) $(ARGS)
 
-spurious-agreement: $(VENV)/.installed ## DiffExplainer Fig. 6 agreement table (ANNOTATIONS=salient.csv CHECKPOINT=robust_r50.pt; weights, GPU)
+spurious-agreement: $(VENV)/.installed ## DiffExplainer Fig. 6 agreement table (ANNOTATIONS=salient.csv, ROBUST_RESNET50, GPU)
 	@test -n "$(ANNOTATIONS)" || { echo "make spurious-agreement: set ANNOTATIONS=/path/to/annotations.csv (columns class, feature, label core|spurious, optional groups)"; exit 2; }
 	@test -f "$(ANNOTATIONS)" || { echo "make spurious-agreement: annotation file '$(ANNOTATIONS)' not found"; exit 2; }
-	$(BIN)/digin experiment=spurious_salient task.annotations=$(abspath $(ANNOTATIONS)) $(if $(CHECKPOINT),classifier.checkpoint=$(abspath $(CHECKPOINT))) $(ARGS)
+	$(BIN)/digin experiment=spurious_salient task.annotations=$(abspath $(ANNOTATIONS)) $(CHECKPOINT) $(ARGS)
 
 clean-outputs: ## delete run outputs
 	rm -rf outputs

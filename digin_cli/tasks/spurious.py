@@ -31,15 +31,14 @@ from PIL import Image
 
 from digin_cli.classifiers import resolve_class
 from digin_cli.context import RunContext
-from digin_cli.data.annotations import (Annotations, agreement, agreement_by_delta, check_delta, decide,
-                                        write_agreement)
+from digin_cli.data.annotations import Annotations, agreement, agreement_by_delta, check_delta, decide, write_agreement
 from digin_cli.errors import DiginError
 from digin_cli.explainer import explanation_objective
 from digin_cli.io.atomic import atomic_write_text
 from digin_cli.io.progress import print_table
 from digin_cli.segmentation import build_segmenter
-from digin_cli.tasks.common import (check_feature, finish, overlay, prompt_explainer, run_items, save_explanation,
-                                    wandb_curve)
+from digin_cli.tasks.common import (check_feature, class_files, features_of, finish, overlay, prompt_explainer,
+                                    run_items, save_explanation, wandb_curve)
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ def _require_text_segmenter(cfg) -> None:
     target = cfg.get("_target_") if cfg is not None else None
     try:
         text_prompted = bool(target) and getattr(get_class(target), "text_prompted", False)
-    except Exception:  # an unimportable target: let build_segmenter report it
+    except (ImportError, AttributeError, ValueError):  # an unimportable target: build_segmenter reports it
         text_prompted = True
     if not text_prompted:
         raise DiginError(f"task=spurious segments samples with the class name as text, which "
@@ -81,20 +80,19 @@ def _class_features(ctx: RunContext, f, classes: list[int], annotations: Annotat
 
 
 def _ranking(ctx: RunContext, f, c: int) -> list[dict]:
-    """Salient ImageNet's top_k features of class c from its training images (features cached on disk)."""
-    from digin_cli.data.images import class_image_files
-    from digin_cli.features import FeatureCache, class_feature_ranking, classifier_key, image_features
+    """Salient ImageNet's top_k features of class c from its training images (features cached on disk), also
+    written as ``<class>/ranking.csv``."""
+    from digin_cli.features import class_feature_ranking
 
     top_k = int(ctx.cfg.task.top_k)
     if top_k < 1:
         raise DiginError(f"task.top_k must be >= 1, got {top_k} — or list task.features")
     weight, _ = f.head()
-    files = class_image_files(ctx.cfg.paths.get("imagenet_train"), c, f.class_names)
-    feats = image_features(f, files, int(ctx.cfg.generator.resolution),
-                           FeatureCache(Path(ctx.cfg.paths.cache_dir) / "features"), classifier_key(ctx.cfg.classifier),
-                           description=f"features of '{f.class_names[c]}'")
-    ranking = class_feature_ranking(feats, weight, c, top_k)
-    log.info("top %d features of '%s': %s", top_k, f.class_names[c], [r["feature"] for r in ranking])
+    name = f.class_names[c]
+    features = features_of(ctx, f, class_files(ctx, f, c), f"features of '{name}'")
+    ranking = class_feature_ranking(features, weight, c, top_k)
+    ctx.writer.write_summary([{"class": name, **r} for r in ranking], f"{ctx.writer.item_dir(name).name}/ranking.csv")
+    log.info("top %d features of '%s': %s", top_k, name, [r["feature"] for r in ranking])
     return ranking
 
 

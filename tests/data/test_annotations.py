@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from digin_cli.classifiers.classnames import imagenet_class_names, resolve_class
-from digin_cli.data.annotations import (Annotations, agreement, agreement_by_delta, check_delta, decide,
-                                        write_agreement)
+from digin_cli.data.annotations import Annotations, agreement, agreement_by_delta, check_delta, decide, write_agreement
 from digin_cli.errors import DiginError
 from digin_cli.segmentation.grounding import object_fractions
 

@@ -60,7 +60,7 @@ def test_neuron_end_to_end_ranking_objects_references_and_resume(data, digin, tm
 
 
 @pytest.mark.parametrize("case", ["neuron_range", "objects_missing", "objects_empty", "train_unset", "class_empty",
-                                  "unknown_class", "bad_direction"])
+                                  "unknown_class", "bad_direction", "nonlinear_head"])
 def test_bad_inputs(data, digin_here, expect_error, tmp_path, case):
     args, needles = {
         "neuron_range": (["task.neurons=[64]"], ["feature 64 is out of range", "0..63"]),
@@ -72,6 +72,9 @@ def test_bad_inputs(data, digin_here, expect_error, tmp_path, case):
         "unknown_class": (["task.top_features_of=goldfsh", f"paths.imagenet_train={data / 'train'}"],
                           ["goldfsh", "goldfish"]),
         "bad_direction": (["task.neurons=[3]", "task.direction=up"], ["task.direction=max, min or both"]),
+        "nonlinear_head": (["task.top_features_of=goldfish", f"paths.imagenet_train={data / 'train'}",
+                            "classifier._target_=tests.tasks.nonlinear_head.MlpHeadClassifier"],
+                           ["not a linear layer", "task.neurons"]),
     }[case]
     proc = digin_here("task=neuron", *args, output=tmp_path)
     expect_error(proc, *needles)

@@ -43,7 +43,7 @@ def component_files(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing", "unreadable", "wrong_length", "component_range", "class_empty",
-                                  "train_unset", "nonlinear_head", "no_segmenter", "unknown_class"])
+                                  "train_unset", "nonlinear_head", "no_segmenter", "lcm", "unknown_class"])
 def test_bad_inputs(data, digin_here, expect_error, component_files, tmp_path, case):
     image, train = f"task.images={data / 'images' / 'chicken.png'}", f"paths.imagenet_train={data / 'train'}"
     seg = "segmentation=tiny_sam"
@@ -61,9 +61,32 @@ def test_bad_inputs(data, digin_here, expect_error, component_files, tmp_path, c
         "nonlinear_head": ([seg, image, train, "task.component_class=goldfish",
                             "classifier._target_=tests.tasks.nonlinear_head.MlpHeadClassifier"], ["not a linear layer"]),
         "no_segmenter": (["segmentation=none", image], ["segmentation=none"]),
-        "unknown_class": ([seg, image, "task.component_class=goldfsh"], ["goldfsh", "goldfish"]),
+        "lcm": ([seg, image, train, "++generator.sampler=lcm"], ["generator.sampler=lcm", "DDIM"]),
+        "unknown_class": ([seg, image, train, "task.component_class=goldfsh"], ["goldfsh", "goldfish"]),
     }[case]
     proc = digin_here("task=npca", *args, output=tmp_path / "out")
     expect_error(proc, *needles)
     assert not list((tmp_path / "out").glob("npca/runs/*/*/metrics.json"))
 
+
+
+def test_component_file_round_trip_gives_the_computed_direction(tmp_path):
+    from safetensors.torch import save_file
+
+    from digin_cli.classifiers.tiny import TinyClassifier
+    from digin_cli.features import npca
+    from digin_cli.tasks.npca import load_component_file
+
+    f = TinyClassifier(0)
+    w, _ = f.head()
+    comps = npca(torch.randn(20, f.num_features).abs(), w[7])
+    save_file({"components": comps.components.contiguous(), "mean": comps.mean}, str(tmp_path / "c.safetensors"))
+    torch.save({"components": comps.components[1]}, tmp_path / "one.pt")  # a single component, no mean
+    loaded = load_component_file(str(tmp_path / "c.safetensors"), f, 7)
+    u, offset = loaded.direction(1)
+    ref_u, ref_offset = comps.direction(1)
+    torch.testing.assert_close(u, ref_u)
+    assert offset == pytest.approx(ref_offset, abs=1e-6)
+    single = load_component_file(str(tmp_path / "one.pt"), f, 7)
+    torch.testing.assert_close(single.direction(0)[0], ref_u)
+    assert single.direction(0)[1] == 0.0  # no mean in the file: alpha is not centred

@@ -38,11 +38,11 @@ def digin(workdir, *args, output="out"):
     return subprocess.run([*DIGIN, *base, *args], capture_output=True, text=True, env=env, timeout=600)
 
 
-def digin_inprocess(monkeypatch, capsys, workdir, *args, output):
-    """``digin BASE args`` through ``cli.main`` in this process: (exit code, stdout, stderr)."""
+def digin_inprocess(monkeypatch, capsys, workdir, *args, output, base=BASE):
+    """``digin base args`` through ``cli.main`` in this process: (exit code, stdout, stderr)."""
     from digin_cli import cli
 
-    monkeypatch.setattr(sys, "argv", ["digin", *BASE, f"paths.output_root={workdir / output}",
+    monkeypatch.setattr(sys, "argv", ["digin", *base, f"paths.output_root={workdir / output}",
                                       f"paths.cache_dir={workdir / 'cache'}", *args])
     GlobalHydra.instance().clear()
     code = 0
@@ -185,9 +185,24 @@ def test_features_default_to_the_class_ranking(monkeypatch, capsys, workdir):
     table = list(csv.DictReader((workdir / "ranked" / "tench" / "table.csv").open()))
     assert [(int(r["rank"]), int(r["feature"])) for r in table] == [(1, expected[0]), (2, expected[1])]
     assert list((workdir / "cache" / "features").glob("*.safetensors")), "class features are cached on disk"
+    ranking = list(csv.DictReader((workdir / "ranked" / "tench" / "ranking.csv").open()))
+    assert [int(r["feature"]) for r in ranking] == expected
 
 
 def test_ranking_without_training_images(monkeypatch, capsys, workdir):
     result = digin_inprocess(monkeypatch, capsys, workdir, "task.classes=[tench]", output="no_train")
     one_line_error(result, "paths.imagenet_train")
     assert no_items(workdir, "no_train")
+
+
+@pytest.mark.parametrize("args,needles", [
+    ([], ["classifier.checkpoint="]),
+    (["classifier=tiny_a"], ["IDEA-Research/grounding-dino-base", "HF_HUB_OFFLINE", "segmentation.detector="]),
+])
+def test_agreement_reproduction_fails_fast_without_weights(monkeypatch, capsys, workdir, tmp_path, args, needles):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    result = digin_inprocess(monkeypatch, capsys, workdir, "experiment=spurious_salient", "device=cpu",
+                             f"task.annotations={workdir / 'annotations.csv'}", *args, output="paper", base=[])
+    one_line_error(result, *needles)
+    assert no_items(workdir, "paper")
