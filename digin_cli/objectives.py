@@ -34,7 +34,7 @@ from collections.abc import Sequence
 
 import torch
 
-from digin_cli.augment import Cutouts, CutoutDraw
+from digin_cli.augment import CutoutDraw, Cutouts
 from digin_cli.classifiers.base import Classifier
 
 

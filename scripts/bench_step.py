@@ -67,7 +67,7 @@ class SavedTensorMeter:
         self.current = self.peak = 0
 
     class _Holder:
-        __slots__ = ("tensor", "__weakref__")
+        __slots__ = ("__weakref__", "tensor")
 
     def _release(self, ptr: int) -> None:
         entry = self.alive[ptr]
@@ -426,7 +426,9 @@ def _report(results: list[dict], suite: str) -> None:
         ckpt = r["checkpointing"] + (" +compile" if r["compile"] else "")
         peak = r.get("peak_cuda_mb", r["peak_rss_mb"])
         rise = r.get("step_cuda_rise_mb", r["step_rss_rise_mb"])
-        fmt = lambda k, spec: format(r[k], spec) if k in r else "-"  # noqa: E731
+        def fmt(k, spec, r=r):
+            return format(r[k], spec) if k in r else "-"
+
         table.add_row(r["generator"], r["classifiers"], backward, ckpt, str(r["T"]), fmt("nograd_s", ".3f"),
                       fmt("step_s", ".3f"), fmt("step_ratio", ".2f"), f"{r['autograd_peak_mb']:.1f}", f"{rise:.0f}",
                       f"{peak:.0f}")

@@ -157,7 +157,7 @@ def _assert_close(got, want, rel=1e-5):
 def counterfactual(setup):
     from digin_cli.objectives import Counterfactual, ForegroundAwareDistance
 
-    sd, f, _, _, _ = setup
+    _, f, _, _, _ = setup
     gen = torch.Generator().manual_seed(3)
     px_mask = torch.zeros(1, 1, 64, 64)
     px_mask[..., 16:48, 16:48] = 1
@@ -271,7 +271,7 @@ def test_auto_checkpointing_fits_the_budget_and_keeps_gradients(setup):
 
 
 def test_auto_checkpointing_without_budget_on_cpu_checkpoints_everything(setup):
-    sd, f, g, cond, null = setup
+    sd, _, _, cond, null = setup
     opt = DiginOptimizer(DDIMSampler(sd), OptimSettings(checkpointing="auto"))
     assert opt.plan_checkpointing(sd.initial_latent(0), cond, null) == 0
     assert DiginOptimizer(DDIMSampler(sd), OptimSettings(checkpointing=False)).plan_checkpointing(
