@@ -33,8 +33,9 @@ dev: $(VENV)/.dev-installed ## install digin with the test extras
 demo: $(VENV)/.installed ## run the embedded CPU demo (tiny random models, disagreement, ~1 min)
 	$(BIN)/digin experiment=demo
 
-test: $(VENV)/.dev-installed ## run the whole test suite (offline, CPU)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+TEST_WORKERS ?= 2
+test: $(VENV)/.dev-installed ## run the whole test suite (offline, CPU; TEST_WORKERS=2 pytest-xdist processes)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 test-fast: $(VENV)/.dev-installed ## the test suite without the end-to-end CLI runs
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow"

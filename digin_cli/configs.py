@@ -46,15 +46,16 @@ _NOT_RESULTS = ("paths", "logger")
 SHARD_KEYS = ("shard_index", "num_shards")
 
 
-def config_hash(cfg: DictConfig, item: bool = False) -> str:
-    """A short hash of the resolved config minus paths, logger and launcher settings (and, for ``item``, minus the
-    sharding keys): equal hashes mean a stored result is a result of this config, so a resumed sweep may reuse it.
+def config_hash(cfg: DictConfig, item: bool = False, item_keys: tuple[str, ...] | list[str] = ()) -> str:
+    """A short hash of the resolved config minus paths, logger and launcher settings: equal hashes mean a stored
+    result is a result of this config, so a resumed sweep may reuse it. For ``item``, the sharding keys and the
+    task's ``item_keys`` (those that only choose which items run) are left out too: an item's folder names it.
     """
     plain = OmegaConf.to_container(cfg, resolve=True)
     for key in _NOT_RESULTS + ("hydra",):
         plain.pop(key, None)
     if item and isinstance(plain.get("task"), dict):
-        for key in SHARD_KEYS:
+        for key in (*SHARD_KEYS, *item_keys):
             plain["task"].pop(key, None)
     text = json.dumps(plain, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -24,6 +24,7 @@ from digin_cli.configs import check_config, config_hash
 from digin_cli.device import peak_memory_mb, reset_peak_memory, resolve_device, resolve_dtype, seed_everything
 from digin_cli.errors import DiginError
 from digin_cli.io.atomic import atomic_write_json, atomic_write_text
+from digin_cli.tasks import item_keys
 
 
 def previous_status(output_dir: Path) -> dict | None:
@@ -42,9 +43,13 @@ def run(cfg: DictConfig) -> dict:
     output_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     digest = config_hash(cfg)
+    # Same config but for which items run (more classes, seeds, images): the job runs again, finished items are reused.
+    items_digest = config_hash(cfg, item=True, item_keys=item_keys(str(cfg.task.name)))
     previous = previous_status(output_dir)
     if previous is not None and previous.get("config_hash") != digest:
-        return _refuse(output_dir, previous, digest, multirun)
+        if previous.get("items_hash") != items_digest:
+            return _refuse(output_dir, previous, digest, multirun)
+        previous = None
     if previous and previous.get("status") == "ok":
         print(f"digin: {output_dir} already completed; not running it again", file=sys.stderr)
         if "refused" in previous:  # a refusal of another config is settled once the folder's own config ran again
@@ -53,6 +58,7 @@ def run(cfg: DictConfig) -> dict:
         return previous
 
     status: dict = {"status": "running", "task": cfg.task.name, "output_dir": str(output_dir), "config_hash": digest,
+                    "items_hash": items_digest,
                     "host": socket.gethostname(), "pid": os.getpid(),
                     **{k.lower(): os.environ[k] for k in ("SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID") if k in os.environ}}
     start = time.perf_counter()

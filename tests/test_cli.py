@@ -211,6 +211,17 @@ def test_a_changed_config_under_the_same_sweep_dir_is_refused_and_the_old_result
     assert again.returncode == 0 and "already completed" in again.stderr
 
 
+def test_more_seeds_in_the_same_run_folder_run_only_the_new_items(tmp_path):
+    run = tmp_path / "run"
+    base = [*FAST, "optimizer.steps=1", f"paths.output_root={tmp_path}", f"hydra.run.dir={run}"]
+    assert digin(*base, "task.seeds=[0]").returncode == 0
+    first = (run / "1_goldfish" / "seed_0" / "metrics.json").read_bytes()
+    more = digin(*base, "task.seeds=[0,1]")  # ITEM_KEYS: seeds only choose items, so this is no other config
+    assert more.returncode == 0, more.stderr
+    assert (run / "1_goldfish" / "seed_0" / "metrics.json").read_bytes() == first
+    assert [r["status"] for r in _csv(run / "summary.csv")] == ["done before", "ok"]
+
+
 def test_a_killed_sweep_job_is_incomplete_and_a_rerun_completes_it_redoing_nothing(tmp_path):
     sweep = tmp_path / "sweep"
     args = ["-m", *FAST[:-1], "optimizer.steps=1", "task.classes=[goldfish,red fox]", "seed=0", "hydra/launcher=local",

@@ -63,7 +63,7 @@ def test_hard_prompt_writes_a_decodable_text_explanation(workdir):
 
 
 @pytest.mark.parametrize("args,needles", [
-    (["task.classes=[bea]"], ["bea", "bee"]),
+    (["task.classes=[bees]"], ["bees", "bee"]),
     (["task.classes=[bee]", "task.features=[100000]"], ["100000", "out of range"]),
     (["generator.lora=latent-consistency/lcm-lora-sdv1-5"], ["generator.lora=", "HF_HUB_OFFLINE"]),
     (["task.prefix=" + "word " * 70, "task.num_tokens=10"], ["exceed", "75"]),

@@ -70,10 +70,10 @@ def disagreement_run(tmp_path_factory) -> Path:
 
 def test_disagreement_page(disagreement_run):
     page = check_page(disagreement_run / "report.html")
-    assert sorted(item_names(page)) == sorted(done_items(disagreement_run)) == ["goldfish / seed_0",
-                                                                               "goldfish / seed_1"]
+    assert sorted(item_names(page)) == sorted(done_items(disagreement_run)) == ["1_goldfish / seed_0",
+                                                                               "1_goldfish / seed_1"]
     assert len(page.items) == 2
-    assert images(page)[:3] == ["goldfish/seed_0/init.png", "goldfish/seed_0/best.png", "goldfish/seed_0/iterates.png"]
+    assert images(page)[:3] == ["1_goldfish/seed_0/init.png", "1_goldfish/seed_0/best.png", "1_goldfish/seed_0/iterates.png"]
     assert_escaped(disagreement_run / "report.html")
     html = (disagreement_run / "report.html").read_text()
     assert "digin experiment=demo" in html and 'class="status ok"' in html and "<details>" in html
@@ -85,10 +85,10 @@ def test_digin_report_rebuilds_the_same_page_and_escapes_file_names(disagreement
     rebuilds_identically(disagreement_run, [disagreement_run / "report.html"])
     run = shutil.copytree(disagreement_run, tmp_path / "run")
     # A file dropped into an item folder is linked on the rebuilt page, its name escaped and percent-encoded.
-    shutil.copy(run / "goldfish" / "seed_0" / "best.png", run / "goldfish" / "seed_0" / "<script>x.png")
+    shutil.copy(run / "1_goldfish" / "seed_0" / "best.png", run / "1_goldfish" / "seed_0" / "<script>x.png")
     assert digin("report", str(run)).returncode == 0
     page = check_page(run / "report.html")
-    assert "goldfish/seed_0/%3Cscript%3Ex.png" in page.references()
+    assert "1_goldfish/seed_0/%3Cscript%3Ex.png" in page.references()
     assert "&lt;script&gt;x.png" in (run / "report.html").read_text()
     bad = digin("report", str(tmp_path / "missing"))
     assert bad.returncode == 2 and bad.stderr.startswith("digin: error: no folder") and "Traceback" not in bad.stderr
@@ -111,7 +111,7 @@ def test_vce_page(tmp_path):
     run = only("out/vce/runs/*", tmp_path)
     page = check_page(run / "report.html")
     assert len(page.items) == 1 and item_names(page) == sorted(done_items(run))
-    item = "script_fox/goldfish"
+    item = "script_fox/1_goldfish"
     assert images(page) == [f"{item}/{n}.png" for n in ("original", "mask_overlay", "init", "counterfactual",
                                                         "iterates")]
     assert_escaped(run / "report.html")  # the caption carries the template's markup
@@ -126,7 +126,7 @@ def test_two_job_sweep_pages(tmp_path):
     assert proc.returncode == 0, proc.stderr
     for job in ("0", "1"):
         job_page = check_page(sweep / job / "report.html")
-        assert item_names(job_page) == ["goldfish / seed_0"] and len(job_page.items) == 1
+        assert item_names(job_page) == ["1_goldfish / seed_0"] and len(job_page.items) == 1
         assert ("a", {"href": "../report.html"}) in job_page.tags
     page = check_page(sweep / "report.html")
     assert [row[:2] for row in page.rows["jobs"]] == [["0", "ok"], ["1", "ok"]]
@@ -202,5 +202,5 @@ def test_page_in_chromium_loads_every_image_and_sorts(disagreement_run, tmp_path
     assert ascending != descending  # so one of them is not the page's own order: sorting moved rows
 
     broken = shutil.copytree(disagreement_run, tmp_path / "broken")
-    (broken / "goldfish" / "seed_1" / "best.png").write_bytes(b"not a png")
-    assert body(dump_dom((broken / "report.html").as_uri()))["data-images"] == "missing goldfish/seed_1/best.png"
+    (broken / "1_goldfish" / "seed_1" / "best.png").write_bytes(b"not a png")
+    assert body(dump_dom((broken / "report.html").as_uri()))["data-images"] == "missing 1_goldfish/seed_1/best.png"

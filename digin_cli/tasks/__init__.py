@@ -1,6 +1,8 @@
 """Tasks, one module each; a task is ``run(ctx: RunContext) -> dict`` (the job summary for status.json).
 
-A task module may name the images of an item its report page shows first: ``KEY_IMAGES = ["init.png", ...]``.
+A task module may name the images of an item its report page shows first (``KEY_IMAGES = ["init.png", ...]``) and
+the ``task.*`` keys that only choose which items run (``ITEM_KEYS = ["classes", "seeds"]``): an item's resume hash
+ignores them, so adding classes or seeds to a run completes the new items and keeps the finished ones.
 """
 
 from __future__ import annotations
@@ -22,11 +24,18 @@ def get_task(name: str):
 
 
 def key_images(name: str | None) -> list[str] | None:
-    """The images a task names for its report page (``KEY_IMAGES`` in its module); None: the page shows all.
+    """The images a task names for its report page (``KEY_IMAGES`` in its module); None: the page shows all."""
+    return _literal_list(name, "KEY_IMAGES")
 
-    The list is read from the module's source, not imported: ``digin report`` then needs no torch and starts in a
-    second. So ``KEY_IMAGES`` must be a literal list of file names.
-    """
+
+def item_keys(name: str | None) -> list[str]:
+    """The ``task.*`` keys that only select a task's items (``ITEM_KEYS`` in its module)."""
+    return _literal_list(name, "ITEM_KEYS") or []
+
+
+def _literal_list(name: str | None, attribute: str) -> list[str] | None:
+    """A module-level literal list of a task module, read from its source, not imported: ``digin report`` then
+    needs no torch and starts in a second."""
     if name not in TASKS:
         return None
     spec = find_spec(f"digin_cli.tasks.{name}")
@@ -34,6 +43,6 @@ def key_images(name: str | None) -> list[str] | None:
     for node in tree.body:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) \
             else []
-        if any(isinstance(t, ast.Name) and t.id == "KEY_IMAGES" for t in targets) and node.value is not None:
-            return [str(name) for name in ast.literal_eval(node.value)]
+        if any(isinstance(t, ast.Name) and t.id == attribute for t in targets) and node.value is not None:
+            return [str(value) for value in ast.literal_eval(node.value)]
     return None

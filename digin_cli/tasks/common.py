@@ -23,7 +23,7 @@ from digin_cli.io.atomic import atomic_write_text
 from digin_cli.io.progress import print_table, track
 from digin_cli.io.writer import Writer
 from digin_cli.optimize import OptimResult
-from digin_cli.tasks import key_images
+from digin_cli.tasks import item_keys, key_images
 
 
 def require_invertible_sampler(ctx: RunContext) -> None:
@@ -51,7 +51,7 @@ def run_items(ctx: RunContext, items: Iterable[tuple[Path, dict]], work: Callabl
     """
     rows = []
     items = shard(ctx, list(items))
-    digest = config_hash(ctx.cfg, item=True)
+    digest = config_hash(ctx.cfg, item=True, item_keys=item_keys(ctx.cfg.task.name))
     ctx.writer.stamp["config_hash"] = digest  # every item's metrics.json carries it, whichever task writes it
     ctx.tracker.start()  # a task calls run_items once its inputs are checked: only now may a W&B run appear
     for item_dir, item in track(items, description):

@@ -12,6 +12,7 @@ from digin_cli.tasks.common import (explanation_dir, explanation_targets, finish
                                     save_explanation, wandb_curve)
 
 KEY_IMAGES = ["samples.png", "loss.png", "iterates.png"]
+ITEM_KEYS = ["classes", "features", "seeds"]  # task keys that only choose items (resume)
 
 
 def run(ctx: RunContext) -> dict:

@@ -28,6 +28,7 @@ from digin_cli.tasks.common import (class_files, directions, features_of, finish
                                     require_imagenet_train, run_items, save_optimisation)
 
 KEY_IMAGES = ["neuron_*/neuron.png", "neuron_*/*/seed_*/best.png"]
+ITEM_KEYS = ["neurons", "top_features_of", "top_k", "direction", "seeds"]  # task keys that only choose items (resume)
 
 
 def objects_of(task) -> list[str]:

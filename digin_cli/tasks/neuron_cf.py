@@ -21,6 +21,8 @@ from digin_cli.tasks.common import (before_after_strip, check_feature, direction
                                     require_imagenet_val, run_items, select_images, start_class, task_cutouts)
 
 KEY_IMAGES = ["*/neuron_*/neuron_cf.png", "*/neuron_*/*/counterfactual.png"]
+ITEM_KEYS = ["images", "indices", "image_classes", "images_per_class", "pairs", "neurons", "top_features_of",
+              "top_k", "direction"]  # task keys that only choose items (resume)
 
 
 def run(ctx: RunContext) -> dict:

@@ -26,6 +26,7 @@ from digin_cli.tasks.common import (before_after_strip, class_files, feature_cou
                                     start_class, task_cutouts)
 
 KEY_IMAGES = ["*/npca.png", "*/counterfactual.png"]
+ITEM_KEYS = ["images", "indices", "image_classes", "images_per_class"]  # task keys that only choose items (resume)
 COMPONENTS = "components.safetensors"
 
 

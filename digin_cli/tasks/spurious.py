@@ -43,6 +43,7 @@ from digin_cli.tasks.common import (check_feature, class_files, features_of, fin
 log = logging.getLogger(__name__)
 
 KEY_IMAGES = ["overlays.png", "samples.png", "loss.png"]  # report.html: the class name's masks over the samples first
+ITEM_KEYS = ["classes", "features", "annotations", "top_k"]  # task keys that only choose items (resume)
 
 
 def _require_text_segmenter(cfg) -> None:

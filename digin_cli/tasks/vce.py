@@ -25,6 +25,8 @@ from digin_cli.tasks.common import (distances, finish, overlay, real_image_edito
                                     start_class)
 
 KEY_IMAGES = ["original.png", "mask_overlay.png", "init.png", "counterfactual.png"]  # report.html, in this order
+ITEM_KEYS = ["images", "indices", "image_classes", "images_per_class", "pairs", "filter_predicted", "targets",
+              "target_strategy", "num_targets"]  # task keys that only choose items (resume)
 
 STRATEGIES = ("second_most_likely", "nearest_text", "true_label")
 
@@ -143,7 +145,8 @@ def run(ctx: RunContext) -> dict:
         writer.save_image(item_dir, "attention.png", prep.attention.expand(3, -1, -1))
         writer.save_image(item_dir, "counterfactual.png", best)
         save_optimisation(ctx, item_dir, result, lambda m: f"p {m['p_target']:.3g} d {m['distance']:.3g}",
-                          {**{k: v for k, v in item.items() if k != "plan"}, "caption": prep.source_prompt, "target_prompt": target_prompt,
+                          {**{k: v for k, v in item.items() if k != "plan"}, "caption": prep.source_prompt,
+                           "target_prompt": target_prompt,
                            "schedule": schedule.as_dict(), "reconstruction_error": inv.reconstruction_error,
                            "mask": mask, "attention_maps": prep.attention_info,
                            "summary": summary})
