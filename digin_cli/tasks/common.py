@@ -51,7 +51,7 @@ def run_items(ctx: RunContext, items: Iterable[tuple[Path, dict]], work: Callabl
     """
     rows = []
     items = shard(ctx, list(items))
-    digest = config_hash(ctx.cfg, item=True, item_keys=item_keys(ctx.cfg.task.name))
+    digest = config_hash(ctx.cfg, item=True, item_keys=item_keys(ctx.cfg.task.get("name")))
     ctx.writer.stamp["config_hash"] = digest  # every item's metrics.json carries it, whichever task writes it
     ctx.tracker.start()  # a task calls run_items once its inputs are checked: only now may a W&B run appear
     for item_dir, item in track(items, description):

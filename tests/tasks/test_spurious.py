@@ -203,6 +203,7 @@ def test_agreement_reproduction_fails_fast_without_weights(monkeypatch, capsys, 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     result = digin_inprocess(monkeypatch, capsys, workdir, "experiment=spurious_salient", "device=cpu",
-                             f"task.annotations={workdir / 'annotations.csv'}", *args, output="paper", base=[])
+                             f"task.annotations={workdir / 'annotations.csv'}", *args,
+                             output=f"paper{len(args)}", base=[])  # own folder: one process, one run uid
     one_line_error(result, *needles)
     assert no_items(workdir, "paper")
