@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from digin_cli.context import RunContext
 from digin_cli.explainer import explanation_objective
-from digin_cli.tasks.common import (explanation_dir, explanation_targets, finish, prompt_explainer, run_items,
-                                    save_explanation, wandb_curve)
+from digin_cli.tasks.common import finish, run_items
+from digin_cli.tasks.common.explanations import (explanation_dir, explanation_targets, prompt_explainer,
+                                                 save_explanation, wandb_curve)
 
 KEY_IMAGES = ["samples.png", "loss.png", "iterates.png"]
 ITEM_KEYS = ["classes", "features", "seeds"]  # task keys that only choose items (resume)

@@ -24,8 +24,9 @@ from digin_cli.errors import DiginError
 from digin_cli.features import top_activating
 from digin_cli.objectives import FeatureActivation
 from digin_cli.optimize import DiginOptimizer
-from digin_cli.tasks.common import (class_files, directions, features_of, finish, folder_files, neuron_targets,
-                                    require_imagenet_train, run_items, save_optimisation)
+from digin_cli.tasks.common import finish, run_items, save_optimisation
+from digin_cli.tasks.common.neurons import class_files, directions, features_of, folder_files, neuron_targets
+from digin_cli.tasks.common.real_images import require_imagenet_train
 
 KEY_IMAGES = ["neuron_*/neuron.png", "neuron_*/*/seed_*/best.png"]
 ITEM_KEYS = ["neurons", "top_features_of", "top_k", "direction", "seeds"]  # task keys that only choose items (resume)

@@ -4,7 +4,7 @@ Per (image, neuron, direction): caption the image with its start class, invert i
 optimise ∓φ_n plus the foreground-aware distance *without inverting the mask* (the object is held, the background
 may change to add or remove the feature), with identical prompts and the authors' settings: attention injection and
 foreground blend for the first 30 % of the steps, no cutouts. The editing is
-:func:`digin_cli.tasks.common.feature_counterfactual`; this file says which images and neurons, and draws the
+:func:`digin_cli.tasks.common.real_images.feature_counterfactual`; this file says which images and neurons, and draws the
 Fig. 10 strip: test image, maximised, minimised, each with φ_n and the confidence in the associated class.
 """
 
@@ -16,9 +16,11 @@ from digin_cli.classifiers import resolve_class
 from digin_cli.context import RunContext
 from digin_cli.errors import DiginError
 from digin_cli.objectives import FeatureActivation
-from digin_cli.tasks.common import (before_after_strip, check_feature, directions, feature_counterfactual, finish,
-                                    image_preparer, neuron_targets, real_image_editor, require_editing,
-                                    require_imagenet_val, run_items, select_images, start_class, task_cutouts)
+from digin_cli.tasks.common import finish, run_items
+from digin_cli.tasks.common.neurons import check_feature, directions, neuron_targets
+from digin_cli.tasks.common.real_images import (before_after_strip, feature_counterfactual, image_preparer,
+                                                real_image_editor, require_editing, require_imagenet_val,
+                                                select_images, start_class, task_cutouts)
 
 KEY_IMAGES = ["*/neuron_*/neuron_cf.png", "*/neuron_*/*/counterfactual.png"]
 ITEM_KEYS = ["images", "indices", "image_classes", "images_per_class", "pairs", "neurons", "top_features_of",

@@ -3,7 +3,7 @@
 The component of class k (:func:`digin_cli.features.npca`: centred PCA of the contributions W[k] ⊙ φ(x) over the
 class's images, ordered by variance, signed to correlate with the class logit; value α_l(x) = v_l · (c(x) − μ_k))
 comes from ``paths.imagenet_train`` / ``task.component_images``, or from ``task.component_file``. Each start image
-is then edited as a neuron counterfactual (:func:`digin_cli.tasks.common.feature_counterfactual`) along the
+is then edited as a neuron counterfactual (:func:`digin_cli.tasks.common.real_images.feature_counterfactual`) along the
 feature-space direction v_l ⊙ W[k], direction max, keeping the image's own object. If the prediction turns to k
 while the object stays, the component is a harmful spurious feature. Reported: prediction, p(k) and α before and
 after. The paper's Appendix G is not in our copy; the above is exactly what is computed.
@@ -20,10 +20,11 @@ from digin_cli.context import RunContext
 from digin_cli.errors import DiginError
 from digin_cli.features import NPCA, npca
 from digin_cli.objectives import FeatureActivation
-from digin_cli.tasks.common import (before_after_strip, class_files, feature_counterfactual, features_of, finish,
-                                    folder_files, image_preparer, real_image_editor, require_editing,
-                                    require_imagenet_train, require_imagenet_val, run_items, select_images,
-                                    start_class, task_cutouts)
+from digin_cli.tasks.common import finish, run_items
+from digin_cli.tasks.common.neurons import class_files, features_of, folder_files
+from digin_cli.tasks.common.real_images import (before_after_strip, feature_counterfactual, image_preparer,
+                                                real_image_editor, require_editing, require_imagenet_train,
+                                                require_imagenet_val, select_images, start_class, task_cutouts)
 
 KEY_IMAGES = ["*/npca.png", "*/counterfactual.png"]
 ITEM_KEYS = ["images", "indices", "image_classes", "images_per_class"]  # task keys that only choose items (resume)

@@ -37,8 +37,10 @@ from digin_cli.explainer import explanation_objective
 from digin_cli.io.atomic import atomic_write_text
 from digin_cli.io.progress import print_table
 from digin_cli.segmentation import build_segmenter
-from digin_cli.tasks.common import (check_feature, class_files, features_of, finish, overlay, prompt_explainer,
-                                    run_items, save_explanation, wandb_curve)
+from digin_cli.tasks.common import finish, run_items
+from digin_cli.tasks.common.explanations import prompt_explainer, save_explanation, wandb_curve
+from digin_cli.tasks.common.neurons import check_feature, class_files, features_of
+from digin_cli.tasks.common.real_images import overlay
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from digin_cli.context import RunContext
 from digin_cli.data import InputImage
 from digin_cli.errors import DiginError
 from digin_cli.objectives import Counterfactual, ForegroundAwareDistance
-from digin_cli.tasks.common import (distances, finish, overlay, real_image_editor, require_imagenet_val,
-                                    require_invertible_sampler, run_items, save_optimisation, select_images,
-                                    start_class)
+from digin_cli.tasks.common import finish, require_invertible_sampler, run_items, save_optimisation
+from digin_cli.tasks.common.real_images import (distances, overlay, real_image_editor, require_imagenet_val,
+                                                select_images, start_class)
 
 KEY_IMAGES = ["original.png", "mask_overlay.png", "init.png", "counterfactual.png"]  # report.html, in this order
 ITEM_KEYS = ["images", "indices", "image_classes", "images_per_class", "pairs", "filter_predicted", "targets",
