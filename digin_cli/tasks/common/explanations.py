@@ -4,12 +4,14 @@ explainer and the files an explanation leaves."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from digin_cli.classifiers import Classifier, resolve_class
 from digin_cli.context import RunContext
 from digin_cli.device import peak_memory_mb
 from digin_cli.errors import DiginError
+from digin_cli.tasks.common import finish, run_items
 from digin_cli.tasks.common.neurons import check_feature
 
 
@@ -115,3 +117,29 @@ def save_explanation(ctx: RunContext, item_dir: Path, item: dict, explanation, p
         ctx.tracker.log_images({f"{item_dir.relative_to(ctx.output_dir)}/samples": images[0]})
     writer.save_metrics(item_dir, metrics)
     return summary | ({"error": result.error} if result.error else {})
+
+
+def run_explanations(ctx: RunContext, make_prompt: Callable, description: str, title: str, columns: list[str],
+                     after: Callable | None = None) -> dict:
+    """The explain / hard_prompt loop: per (class, feature, seed) item, the Eq. 3 / 4 / 5 objective, a prompt from
+    ``make_prompt(explainer, task, seed)``, optimisation with a new z per step, samples, then the item's files
+    (``after(item_dir, explanation)`` adds a task's own before ``metrics.json`` marks the item done)."""
+    from digin_cli.explainer import explanation_objective
+
+    task = ctx.cfg.task
+    f = ctx.classifier("classifier")
+    items = explanation_targets(ctx, f)
+    explainer = prompt_explainer(ctx)
+
+    def work(item_dir, item):
+        objective = explanation_objective(f, item["class_index"], item["feature"], float(task.feature_weight))
+        name = " · ".join(str(v) for v in (item["class"], item["feature"]) if v is not None)
+        explanation = explainer.explain(make_prompt(explainer, task, item["seed"]), objective, item["seed"],
+                                        int(task.num_samples), f"{name} · seed {item['seed']}",
+                                        callback=wandb_curve(ctx, item_dir))
+        if after is not None:
+            after(item_dir, explanation)
+        return save_explanation(ctx, item_dir, item, explanation)
+
+    rows = run_items(ctx, [(explanation_dir(ctx, item), item) for item in items], work, description)
+    return finish(ctx, rows, title, columns)
