@@ -7,42 +7,13 @@ ignores them, so adding classes or seeds to a run completes the new items and ke
 
 from __future__ import annotations
 
-import ast
 from importlib import import_module
-from importlib.util import find_spec
-from pathlib import Path
 
 from digin_cli.errors import DiginError, suggest
-
-TASKS = ("sample", "disagreement", "vce", "neuron", "neuron_cf", "npca", "explain", "hard_prompt", "spurious")
+from digin_cli.task_registry import TASKS, item_keys, key_images  # noqa: F401  (read by run, cli and tests)
 
 
 def get_task(name: str):
     if name not in TASKS:
         raise DiginError(f"unknown task '{name}'{suggest(name, TASKS)} — use task={'|'.join(TASKS)}")
     return import_module(f"digin_cli.tasks.{name}").run
-
-
-def key_images(name: str | None) -> list[str] | None:
-    """The images a task names for its report page (``KEY_IMAGES`` in its module); None: the page shows all."""
-    return _literal_list(name, "KEY_IMAGES")
-
-
-def item_keys(name: str | None) -> list[str]:
-    """The ``task.*`` keys that only select a task's items (``ITEM_KEYS`` in its module)."""
-    return _literal_list(name, "ITEM_KEYS") or []
-
-
-def _literal_list(name: str | None, attribute: str) -> list[str] | None:
-    """A module-level literal list of a task module, read from its source, not imported: ``digin report`` then
-    needs no torch and starts in a second."""
-    if name not in TASKS:
-        return None
-    spec = find_spec(f"digin_cli.tasks.{name}")
-    tree = ast.parse(Path(spec.origin).read_text("utf-8"))
-    for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) \
-            else []
-        if any(isinstance(t, ast.Name) and t.id == attribute for t in targets) and node.value is not None:
-            return [str(value) for value in ast.literal_eval(node.value)]
-    return None

@@ -27,7 +27,7 @@ from digin_cli.io.atomic import atomic_write_text
 from digin_cli.io.progress import print_table, track
 from digin_cli.io.writer import Writer
 from digin_cli.optimize import OptimResult
-from digin_cli.tasks import item_keys, key_images
+from digin_cli.task_registry import item_keys, key_images
 
 
 def require_invertible_sampler(ctx: RunContext) -> None:
