@@ -8,6 +8,7 @@ a bug and keeps its traceback in the job log.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
 
 
@@ -24,6 +25,17 @@ def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
         # Substring matches catch 'fox' -> 'red fox', which difflib's ratio misses.
         close = [c for c in lowered if name.lower() in c][:n]
     return f" (did you mean: {', '.join(repr(lowered[c]) for c in close)}?)" if close else ""
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub is switched off (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``)."""
+    return any(os.environ.get(v, "0").strip().lower() not in ("", "0", "false", "no", "off")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def why_not_downloaded() -> str:
+    """Why weights missing from the local cache could not be fetched, for the one-line loading errors."""
+    return "HF_HUB_OFFLINE is set" if hub_offline() else "the hub could not be reached (check HF_HUB_OFFLINE / network)"
 
 
 def user_error_in(err: BaseException | None) -> DiginError | None:

@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from digin_cli.captioning.text import (DEFAULT_MAX_TOKENS, DEFAULT_TEMPLATE, _offline, check_template,
+from digin_cli.captioning.text import (DEFAULT_MAX_TOKENS, DEFAULT_TEMPLATE, check_template,
                                        fill_template, fit_clip_tokens, force_prefix, image_hash,
                                        join_continuation, model_slug, normalize_space)
-from digin_cli.errors import DiginError
+from digin_cli.errors import DiginError, why_not_downloaded
 from digin_cli.io.atomic import atomic_write_json, tensor_to_pil
 
 log = logging.getLogger(__name__)
@@ -133,8 +133,7 @@ class HFCaptioner(Captioner):
             return DiginError(f"cannot load an image-to-text captioner from folder '{self.model_id}' "
                               f"({type(err).__name__}: {first}) — point captioner.model= at a folder written by "
                               f"save_pretrained of the model and its processor, or {_FIX}")
-        why = ("HF_HUB_OFFLINE is set" if _offline()
-               else "the hub could not be reached (check HF_HUB_OFFLINE / network)")
+        why = why_not_downloaded()
         return DiginError(f"cannot load captioner '{self.model_id}': not in the local Hugging Face cache and {why} — "
                           "download it once with network access (HF_HUB_OFFLINE=0), set "
                           f"captioner.model=/path/to/a/local/folder, or {_FIX}")

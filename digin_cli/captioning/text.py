@@ -172,6 +172,3 @@ def model_slug(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", model.replace("/", "--")).strip("-") or "model"
 
 
-def _offline() -> bool:
-    return any(os.environ.get(v, "0").strip().lower() not in ("", "0", "false", "no", "off")
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))

@@ -17,16 +17,13 @@ import torch
 
 from digin_cli.classifiers.base import Classifier
 from digin_cli.classifiers.capture import FeatureTap, linear_head, probe, probe_batch
-from digin_cli.errors import DiginError
+from digin_cli.errors import DiginError, why_not_downloaded
 
 _HEAD_NAMES = ("classifier", "head", "fc")
 # PIL resampling codes (transformers stores them as ints or PIL enums) -> the two antialiased torch resizes.
 _RESAMPLE = {0: "bilinear", 1: "bicubic", 2: "bilinear", 3: "bicubic", 4: "bilinear", 5: "bilinear"}
 
 
-def _offline() -> bool:
-    return any(os.environ.get(v, "0").strip().lower() not in ("", "0", "false", "no", "off")
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def _load_error(pretrained: str, err: Exception) -> DiginError:
@@ -35,7 +32,7 @@ def _load_error(pretrained: str, err: Exception) -> DiginError:
         return DiginError(f"cannot load a Hugging Face image classifier from folder '{pretrained}' ({first}) — point "
                           "classifier.pretrained= at a folder written by save_pretrained (config.json + weights + "
                           "preprocessor_config.json)")
-    why = "HF_HUB_OFFLINE is set" if _offline() else "the hub could not be reached"
+    why = why_not_downloaded()
     return DiginError(f"cannot load Hugging Face classifier '{pretrained}': not in the local Hugging Face cache and "
                       f"{why} — download it once with network access (HF_HUB_OFFLINE=0), or set "
                       "classifier.pretrained=/local/folder (written by save_pretrained)")

@@ -21,7 +21,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNe
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from digin_cli.errors import DiginError
+from digin_cli.errors import DiginError, why_not_downloaded
 from digin_cli.generation.tokenizer import clip_tokenizer
 
 SOURCES = ("pretrained", "tiny", "random_sd15")
@@ -159,8 +159,7 @@ def pretrained_pipeline(pretrained: str, dtype: torch.dtype = torch.float32) -> 
             raise DiginError(f"cannot load a Stable Diffusion pipeline from folder '{pretrained}' ({type(err).__name__}:"
                              f" {str(err).splitlines()[0] if str(err) else ''}) — point generator.pretrained= at a "
                              "folder written by StableDiffusionPipeline.save_pretrained") from None
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
-        why = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached"
+        why = why_not_downloaded()
         raise DiginError(f"cannot load generator weights '{pretrained}': not in the local Hugging Face cache and {why}"
                          f" — download them once with network access (HF_HUB_OFFLINE=0), or set "
                          f"generator.pretrained=/path/to/a/local/diffusers/folder") from None
@@ -215,8 +214,7 @@ def apply_lora(pipe: StableDiffusionPipeline, lora: str) -> None:
             raise DiginError(f"cannot load LoRA weights from '{lora}' ({type(err).__name__}: "
                              f"{str(err).splitlines()[0] if str(err) else ''}) — point generator.lora= at a folder or "
                              ".safetensors file written by save_lora_weights") from None
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
-        why = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached"
+        why = why_not_downloaded()
         raise DiginError(f"cannot load LoRA weights '{lora}': not in the local Hugging Face cache and {why} — download"
                          f" them once with network access (HF_HUB_OFFLINE=0), or set generator.lora=/path/to/a/local/"
                          "lora/folder") from None

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from digin_cli.errors import DiginError
-from digin_cli.segmentation.sam import SamSegmenter, _offline
+from digin_cli.errors import DiginError, why_not_downloaded
+from digin_cli.segmentation.sam import SamSegmenter
 
 MODEL_TYPE = "grounding-dino"
 MASK_SOURCES = ("sam", "boxes")
@@ -90,7 +90,7 @@ def load_grounding_dino(pretrained: str):
             raise DiginError(f"cannot load GroundingDINO from folder '{pretrained}' ({type(err).__name__}: {first}) "
                              "— point segmentation.detector= at a folder written by save_pretrained of the model and "
                              "its processor") from None
-        why = "HF_HUB_OFFLINE is set" if _offline() else "the hub could not be reached (check HF_HUB_OFFLINE / network)"
+        why = why_not_downloaded()
         raise DiginError(f"cannot load GroundingDINO weights '{pretrained}': not in the local Hugging Face cache and "
                          f"{why} — download them once with network access (HF_HUB_OFFLINE=0) or set "
                          "segmentation.detector=/path/to/a/local/folder") from None

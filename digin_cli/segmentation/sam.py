@@ -19,7 +19,7 @@ import os
 
 import torch
 
-from digin_cli.errors import DiginError
+from digin_cli.errors import DiginError, why_not_downloaded
 from digin_cli.segmentation.base import Segmenter
 from digin_cli.segmentation.points import sample_points
 
@@ -79,9 +79,6 @@ def tiny_sam(variant: str = "sam_hq", seed: int = 0, image_size: int = TINY_IMAG
     return model.eval(), tiny_sam_processor(variant, image_size)
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() not in ("", "0", "false", "no", "off")
-
 
 def load_sam(pretrained: str, variant: str = "sam_hq"):
     """Load ``(model, processor)`` through ``from_pretrained`` (hub id or local folder); failures -> DiginError."""
@@ -104,7 +101,7 @@ def load_sam(pretrained: str, variant: str = "sam_hq"):
             raise DiginError(f"cannot load a {model_type} model from folder '{pretrained}' ({type(err).__name__}: "
                              f"{first}) — point segmentation.pretrained= at a folder written by save_pretrained of "
                              "the model and its processor") from None
-        why = "HF_HUB_OFFLINE is set" if _offline() else "the hub could not be reached (check HF_HUB_OFFLINE / network)"
+        why = why_not_downloaded()
         raise DiginError(f"cannot load segmentation weights '{pretrained}': not in the local Hugging Face cache and "
                          f"{why} — download them once with network access (HF_HUB_OFFLINE=0), set "
                          "segmentation.pretrained=/path/to/a/local/folder, or use segmentation=attention "
