@@ -126,6 +126,10 @@ def check_config(cfg: DictConfig) -> None:
     if opt.get("checkpointing", True) not in (True, False, "auto"):
         raise DiginError(f"optimizer.checkpointing must be true, false or auto, got {opt.checkpointing} — pass e.g. "
                          "optimizer.checkpointing=auto")
+    compile = opt.get("compile", False)
+    if not isinstance(compile, (bool, str)) or (isinstance(compile, str) and compile not in _compile_backends()):
+        raise DiginError(f"optimizer.compile must be true, false or a torch.compile backend, got {compile} — pass "
+                         "e.g. optimizer.compile=true (inductor)")
     _number(cfg, "optimizer.memory_budget_gb", float, 0, optional=True, example="40")
     _number(cfg, "optimizer.augment.chunk", int, 1, optional=True, example="4")
     if cfg.generator.get("sampler", "ddim") not in ("ddim", "lcm"):
@@ -147,3 +151,9 @@ def check_precision(cfg: DictConfig) -> None:
     if str(cfg.dtype) == "fp16" and str(cfg.task.name) not in NO_GRADIENT_TASKS:
         raise DiginError(f"dtype=fp16 cannot backpropagate safely for task={cfg.task.name} (gradients of 1e-7 "
                          "underflow in fp16) — use dtype=bf16 (fp32's range, half the memory) or dtype=fp32")
+
+
+def _compile_backends() -> list[str]:
+    import torch._dynamo  # only when a backend is named: importing dynamo costs about a second
+
+    return torch._dynamo.list_backends(exclude_tags=())

@@ -51,7 +51,7 @@ class RunContext:
         """The sampler named by ``generator.sampler``: ``ddim`` (DiG-IN) or ``lcm`` (DiffExplainer's LCM-LoRA)."""
         opt = self.cfg.optimizer
         cls = LCMSampler if self.cfg.generator.get("sampler", "ddim") == "lcm" else DDIMSampler
-        return cls(self.generator, checkpointing=opt.checkpointing is not False, compile=bool(opt.get("compile", False)))
+        return cls(self.generator, checkpointing=opt.checkpointing is not False, compile=opt.get("compile", False))
 
     def optim_settings(self) -> OptimSettings:
         opt = self.cfg.optimizer

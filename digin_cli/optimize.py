@@ -29,7 +29,8 @@ iterate's image on CPU (plus the first, last and selected ones), and a per-itera
 
 Checkpointing: ``True`` recomputes every denoising step in backward, ``False`` none, ``"auto"`` measures once (first
 iterate, saved-tensor hooks) the activation bytes of one step and leaves as many of the last steps un-checkpointed
-as fit ``memory_budget_gb`` (on CUDA by default 85 % of the free memory; on CPU without a budget: all checkpointed).
+as fit ``memory_budget_gb`` (on CUDA by default 85 % of the free memory; on CPU without a budget: all checkpointed);
+when all of them fit, the batched decode too if the rest of the budget holds its activations.
 """
 
 from __future__ import annotations
@@ -128,11 +129,9 @@ class OptimResult:
         return self.iterates[0]
 
 
-def step_activation_bytes(sampler: DDIMSampler, z: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None,
-                          hooks: SamplerHooks | None = None, i: int = 0, noise: object | None = None) -> int:
-    """Bytes autograd saves for backward over one un-checkpointed denoising step (unique storages; the frozen
-    weights, which exist anyway, excluded), counted with saved-tensor hooks on a throw-away forward of step ``i``."""
-    module = sampler.sd.unet
+def saved_bytes(forward: Callable[[], object], module: torch.nn.Module) -> int:
+    """Bytes autograd saves for backward over ``forward()`` (unique storages; ``module``'s frozen weights, which
+    exist anyway, excluded), counted with saved-tensor hooks on a throw-away forward."""
     weights = {t.untyped_storage().data_ptr() for t in (*module.parameters(), *module.buffers())}
     storages: dict[int, int] = {}
 
@@ -142,11 +141,23 @@ def step_activation_bytes(sampler: DDIMSampler, z: torch.Tensor, cond: torch.Ten
             storages[storage.data_ptr()] = storage.nbytes()
         return t
 
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        forward()
+    return sum(storages.values())
+
+
+def step_activation_bytes(sampler: DDIMSampler, z: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None,
+                          hooks: SamplerHooks | None = None, i: int = 0, noise: object | None = None) -> int:
+    """Bytes autograd saves for backward over one un-checkpointed denoising step ``i``."""
     inputs = [t.detach().requires_grad_() if t is not None else None
               for t in (z, per_step(cond, i), per_step(uncond, i) if uncond is not None else None)]
-    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        sampler.step(*inputs[:1], i, *inputs[1:], hooks, noise)
-    return sum(storages.values())
+    return saved_bytes(lambda: sampler.step(*inputs[:1], i, *inputs[1:], hooks, noise), sampler.sd.unet)
+
+
+def decode_activation_bytes(sampler: DDIMSampler, latents: torch.Tensor) -> int:
+    """Bytes autograd saves for backward over one un-checkpointed, batched VAE decode of ``latents``."""
+    leaf = torch.zeros_like(latents).requires_grad_()
+    return saved_bytes(lambda: sampler.decode(leaf, checkpointing=False), sampler.sd.vae)
 
 
 @dataclass
@@ -266,6 +277,10 @@ class DiginOptimizer:
         """Activation bytes of one denoising step, measured on the first iterate with checkpointing "auto"."""
         self.plain_steps: int | None = None
         """How many of the last steps run un-checkpointed (None until planned: True / False / sampler default)."""
+        self.decode_bytes: int | None = None
+        """Activation bytes of the batched decode of the k loss latents, measured when "auto" fits every step."""
+        self.plain_decode = False
+        """Whether the decode runs un-checkpointed: "auto" with room for every step and the decoder too."""
 
     @property
     def checkpointing(self) -> bool | str:
@@ -277,10 +292,14 @@ class DiginOptimizer:
         """With "auto": measure one step (once) and return how many of the last steps fit the budget un-checkpointed.
 
         The last steps are the ones left plain: backward meets them first and frees their activations before any
-        checkpointed step is recomputed, so the peak is max(n, 1) steps' activations rather than n + 1.
+        checkpointed step is recomputed, so the peak is max(n, 1) steps' activations rather than n + 1. When every
+        step fits and the rest of the budget holds the decoder's activations for the k loss latents too, the
+        decode is left plain as well (``plain_decode``): its recomputation is the fixed cost of a step, the one that
+        dominates at small T.
         """
         T = self.sampler.num_steps
         mode = self.checkpointing
+        self.plain_decode = False
         if mode != "auto":
             return 0 if mode else T
         budget = self.settings.memory_budget_gb
@@ -293,13 +312,21 @@ class DiginOptimizer:
             budget_bytes = float(budget) * 2**30
         if self.step_bytes is None:
             self.step_bytes = step_activation_bytes(self.sampler, z, cond, uncond, self.hooks, noise=noise)
-        return min(T, int(budget_bytes // max(self.step_bytes, 1)))
+        plain = min(T, int(budget_bytes // max(self.step_bytes, 1)))
+        if plain == T:
+            if self.decode_bytes is None:
+                k = min(self.settings.loss_steps, T)
+                latents = z.detach().new_zeros((k * z.shape[0], *z.shape[1:]))
+                self.decode_bytes = decode_activation_bytes(self.sampler, latents)
+            self.plain_decode = budget_bytes - T * self.step_bytes >= self.decode_bytes
+        return plain
 
     def render(self, z_T: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None, k: int | None = None,
                noise: object | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Latents and images in [0, 1] of the last k steps; the last pair is z_0 and its image, the iterate's.
 
-        The k latents are decoded in one batched VAE call (checkpointed unless checkpointing is off).
+        The k latents are decoded in one batched VAE call (checkpointed unless checkpointing is off, or "auto" found
+        room for its activations).
         """
         T = self.sampler.num_steps
         k = min(self.settings.loss_steps, T) if k is None else k
@@ -309,7 +336,8 @@ class DiginOptimizer:
                                   checkpoint_step=lambda i: i < T - plain, noise=noise)
         latents = out.x0_predictions[:-1] + [out.latents]
         batch = z_T.shape[0]
-        images = self.sampler.decode(torch.cat(latents), checkpointing=mode is not False).split(batch)
+        images = self.sampler.decode(torch.cat(latents), checkpointing=mode is not False and not self.plain_decode)
+        images = images.split(batch)
         return latents, list(images)
 
     def training_backward(self, objective: Objective, images: list[torch.Tensor], latents: list[torch.Tensor],

@@ -217,6 +217,7 @@ def measure(spec: dict, sd, f, g) -> dict:
     out["peak_rss_mb"] = _peak_rss_mb()
     out["step_rss_rise_mb"] = out["peak_rss_mb"] - base_rss
     out["plain_steps"] = optimizer.plain_steps
+    out["plain_decode"] = optimizer.plain_decode
     out["step_bytes_mb"] = (optimizer.step_bytes or 0) / 2**20
     if dev.type == "cuda":
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
@@ -279,22 +280,25 @@ def lean_plan(args) -> list[dict]:
     steps = args.steps or [5, 20, 40]
     plan = []
     setups = [("tiny", "tiny", 256, False), ("tiny", "resnet18", 256, False), ("sd15_random", "convnext_vit", 128, True)]
-    for gen, pair, res, mem_only in setups:
+    for gen, pair, res, mem_only in setups if not args.no_memory_rows else ():
         for T in (args.sd15_steps or steps) if gen == "sd15_random" else steps:
             for two_stage in (False, True):
                 plan.append(_spec(args, generator=gen, classifiers=pair, resolution=res, T=T, two_stage=two_stage,
                                   memory_only=True, section="memory"))
     # timm gradient checkpointing of the classifiers on top (T does not matter for the classifier's memory)
-    for two_stage in (False, True):
+    for two_stage in (False, True) if not args.no_memory_rows else ():
         plan.append(_spec(args, generator="sd15_random", classifiers="convnext_vit", resolution=128,
                           T=(args.sd15_steps or steps)[0],
                           two_stage=two_stage, memory_only=True, classifier_ckpt=True, section="memory"))
-    T = args.time_steps
-    for ckpt, two_stage, comp in (("true", False, False), ("true", True, False), ("false", True, False),
-                                  ("auto", True, False), ("true", True, True), ("auto", True, True)):
-        plan.append(_spec(args, generator="tiny", classifiers="tiny", resolution=256, T=T, checkpointing=ckpt,
-                          two_stage=two_stage, compile=comp, memory_only=False, section="time",
-                          budget_gb=1e6 if ckpt == "auto" else None))
+    # Times at each T; compile (minutes of inductor code generation on a CPU) at the first T only.
+    for n, T in enumerate(args.time_steps):
+        for ckpt, two_stage, comp in (("true", False, False), ("true", True, False), ("false", True, False),
+                                      ("auto", True, False), ("true", True, True), ("auto", True, True)):
+            if comp and (n or args.no_compile_rows):
+                continue
+            plan.append(_spec(args, generator="tiny", classifiers="tiny", resolution=256, T=T, checkpointing=ckpt,
+                              two_stage=two_stage, compile=comp, memory_only=False, section="time",
+                              budget_gb=1e6 if ckpt == "auto" else None))
     return plan
 
 
@@ -305,7 +309,9 @@ def main() -> None:
     parser.add_argument("--generator", action="append", help="tiny | sd15_random (repeatable; sweep)")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cpu for tiny, cuda for sd15_random)")
     parser.add_argument("--steps", type=int, nargs="+", default=None, help="T values (sweep: 5 10 20 40; lean: 5 20 40)")
-    parser.add_argument("--time-steps", type=int, default=20, help="lean: T of the timing section")
+    parser.add_argument("--time-steps", type=int, nargs="+", default=[5, 10], help="lean: T values of the timing section")
+    parser.add_argument("--no-compile-rows", action="store_true", help="lean: leave out the torch.compile timings")
+    parser.add_argument("--no-memory-rows", action="store_true", help="lean: only the timing section")
     parser.add_argument("--iters", type=int, default=3, help="repeats per timing (medians are reported)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 is steadiest on a shared machine)")
     parser.add_argument("--resolution", type=int, default=None, help="image size (default: the generator's)")
@@ -483,13 +489,14 @@ def _lean_summary(console, ok: list[dict]) -> None:
                           f"{'two-stage' if two_stage else 'single'}): added memory {r[rise]:.0f} vs "
                           f"{base[rise]:.0f} MB without, autograd {r['autograd_peak_mb']:.0f} vs "
                           f"{base['autograd_peak_mb']:.0f} MB")
-    times = {(r["checkpointing"], r["two_stage"], r["compile"]): r for r in ok if "step_s" in r}
-    ref = times.get(("true", True, False))
-    if ref:
-        for key, r in times.items():
-            console.print(f"T={r['T']} {_label(r)}: step {r['step_s']:.2f} s = {r['step_s'] / ref['step_s']:.2f}x "
+    times = {(r["T"], r["checkpointing"], r["two_stage"], r["compile"]): r for r in ok if "step_s" in r}
+    for (T, *key), r in times.items():
+        ref = times.get((T, "true", True, False))
+        if ref:
+            console.print(f"T={T} {_label(r)}: step {r['step_s']:.2f} s = {r['step_s'] / ref['step_s']:.2f}x "
                           f"two-stage ckpt=true; step/no-grad {r['step_ratio']:.2f}; warm-up {r['warmup_s']:.1f} s"
-                          + (f" (target ≤ {TARGET_AUTO_TIME})" if key == ("auto", True, False) else ""))
+                          + (f"; plain steps {r['plain_steps']}, plain decode {r.get('plain_decode')}"
+                             f" (target ≤ {TARGET_AUTO_TIME})" if key == ["auto", True, False] else ""))
 
 
 if __name__ == "__main__":

@@ -157,6 +157,7 @@ def test_unknown_class_suggests_close_matches_and_writes_no_item(tmp_path):
     ("hydra.run.dir=/proc/x", ["cannot write to hydra.run.dir '/proc/x'", "hydra.run.dir=/a/writable/folder"]),
     ("task.shard_index=2", ["task.shard_index must be below task.num_shards (1)"]),
     ("optimizer.checkpointing=maybe", ["optimizer.checkpointing", "auto"]),
+    ("optimizer.compile=inductr", ["optimizer.compile must be true, false or a torch.compile backend", "inductr"]),
     ("optimizer.augment.chunk=0", ["optimizer.augment.chunk"]),
 ])
 def test_bad_overrides_fail_before_any_output(tmp_path, override, needles):

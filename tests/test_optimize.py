@@ -270,6 +270,31 @@ def test_auto_checkpointing_fits_the_budget_and_keeps_gradients(setup):
     assert (saved[1] - saved[0]) == pytest.approx(2 * step, rel=0.25)
 
 
+def test_auto_leaves_the_decode_plain_only_when_every_step_and_the_decoder_fit(setup):
+    from digin_cli.optimize import decode_activation_bytes, step_activation_bytes
+
+    sd, f, g, cond, null = setup
+    sampler = DDIMSampler(sd)
+    T = sampler.num_steps
+    z = sd.initial_latent(0)
+    step = step_activation_bytes(sampler, z, cond, null)
+    decode = decode_activation_bytes(sampler, z.new_zeros((3, *z.shape[1:])))  # k = 3 loss latents, one batch
+    assert decode > 0
+    objective = Disagreement(f, g, target=1, cutouts=Cutouts(4, 0.3, 0.005))
+    want, _, _ = _grads(sd, objective, cond, null, sampler=sampler, checkpointing=True)
+    for extra, plain_decode in ((decode - 1, False), (decode, True)):
+        got, _, opt = _grads(sd, objective, cond, null, sampler=sampler, checkpointing="auto",
+                             memory_budget_gb=(T * step + extra) / 2**30)
+        assert opt.plain_steps == T and opt.plain_decode is plain_decode and opt.decode_bytes == decode
+        _assert_close(got, want)
+        u = sd.initial_latent(0).clone().requires_grad_()
+        saved = _render_saved_bytes(opt, u, cond.clone().requires_grad_(), null.clone().requires_grad_())
+        # A plain decode keeps the decoder's activations (about the measured bytes) on top of the T steps'.
+        if plain_decode:
+            assert saved - held == pytest.approx(decode, rel=0.25)
+        held = saved
+
+
 def test_auto_checkpointing_without_budget_on_cpu_checkpoints_everything(setup):
     sd, _, _, cond, null = setup
     opt = DiginOptimizer(DDIMSampler(sd), OptimSettings(checkpointing="auto"))

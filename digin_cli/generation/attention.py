@@ -11,9 +11,12 @@ of the UNet talks to it:
   after remapping the source's token columns to the target prompt's (``token_map``, see :func:`token_alignment`).
 * ``mode="off"``: plain attention.
 
-The step index reaches the processors through the sampler hook (``SamplerHooks(cross_attention_kwargs=
+What a step needs reaches the processors through the sampler hook (``SamplerHooks(cross_attention_kwargs=
 controller.cross_attention_kwargs)``), never through a counter, so a step that gradient checkpointing recomputes
-during backward sees exactly the same maps as in the forward pass.
+during backward sees exactly the same maps as in the forward pass. The hook resolves the step on the Python side and
+hands the processors only that step's state: a dict to store into, or the stored maps to inject (already remapped to
+the target prompt's tokens), or nothing outside the window. The step index itself never enters the UNet call, so a
+``torch.compile``\ d UNet traces one graph per mode instead of specialising (and recompiling) on every step.
 
 The cross-attention math is written out with the :class:`diffusers.models.attention_processor.Attention` helpers
 (the same sequence as diffusers' ``AttnProcessor``) so that the probabilities are available; self-attention layers go
@@ -32,6 +35,8 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 MODES = ("off", "store", "inject")
+MISSING = object()
+"""Default of the processors' per-step kwargs: tells "the sampler hook is missing" from "nothing at this step"."""
 
 
 class AttentionController:
@@ -72,7 +77,8 @@ class AttentionController:
         self.store_dtype = store_dtype
         self.store_steps = None if store_steps is None else frozenset(int(i) for i in store_steps)
         self.per_head = bool(per_head)
-        self.maps: dict[tuple[int, str], torch.Tensor] = {}
+        self._maps: dict[tuple[int, str], torch.Tensor] = {}
+        self._pending: dict[int, dict[str, torch.Tensor]] = {}  # per-step dicts handed to the processors to fill
         self.latent_hw: tuple[int, int] | None = None  # set by attention_control from the UNet input
 
     @classmethod
@@ -107,11 +113,52 @@ class AttentionController:
         return 1.0 if a <= i / self.num_steps < b else 0.0
 
     def cross_attention_kwargs(self, i: int) -> dict:
-        """The per-step kwargs for ``SamplerHooks(cross_attention_kwargs=...)``."""
-        return {"digin_step": int(i)}
+        """The per-step kwargs for ``SamplerHooks(cross_attention_kwargs=...)``: step ``i``'s state, no index.
+
+        ``digin_store`` is a dict the processors fill with step i's maps (None when step i is not stored);
+        ``digin_inject`` maps each layer to its stored maps ``(B, heads or 1, pixels, 77)``, already multiplied by
+        the token map, with ``digin_strength`` s (None outside the window).
+        """
+        i = int(i)
+        if self.mode == "store":
+            store = None
+            if self.store_steps is None or i in self.store_steps:
+                store = self._pending.setdefault(i, {})
+            return {"digin_store": store}
+        if self.mode == "inject":
+            s = self.strength(i)
+            if s == 0.0:
+                return {"digin_inject": None, "digin_strength": s}
+            maps = {name: m for (step, name), m in self.maps.items() if step == i}
+            if not maps:
+                raise KeyError(f"no stored attention map for step {i}: run a store pass first")
+            return {"digin_inject": {name: self._injected(m) for name, m in maps.items()}, "digin_strength": s}
+        return {}
+
+    def _injected(self, stored: torch.Tensor) -> torch.Tensor:
+        per_head = stored.dim() == 5  # (B, heads, h, w, tokens), else head-averaged (B, h, w, tokens)
+        heads = stored.shape[1] if per_head else 1
+        stored = stored.reshape(stored.shape[0], heads, -1, stored.shape[-1])
+        if self.token_map is not None:
+            stored = stored @ self.token_map.to(device=stored.device, dtype=stored.dtype)
+        return stored
+
+    @property
+    def maps(self) -> dict[tuple[int, str], torch.Tensor]:
+        """Stored maps keyed by ``(step, layer name)``."""
+        for step, bucket in self._pending.items():  # what the processors stored since the last look
+            for name, maps in bucket.items():
+                self._maps[(step, name)] = maps
+            bucket.clear()
+        return self._maps
+
+    @maps.setter
+    def maps(self, value: dict[tuple[int, str], torch.Tensor]) -> None:
+        self._pending.clear()
+        self._maps = dict(value)
 
     def clear(self) -> None:
-        self.maps.clear()
+        self.maps = {}
 
     @property
     def layers(self) -> list[str]:
@@ -138,18 +185,22 @@ class AttentionController:
             raise ValueError(f"cannot infer the spatial size of a layer with {num_pixels} query pixels")
         return side, side
 
-    def process(self, name: str, step: int | None, probs: torch.Tensor, heads: int) -> torch.Tensor:
-        """Record or replace the conditional half of cross-attention probabilities ``(batch*heads, q, tokens)``."""
+    def process(self, name: str, probs: torch.Tensor, heads: int, store: dict | None | object = None,
+                inject: dict | None | object = None, strength: float = 1.0) -> torch.Tensor:
+        """Record or replace the conditional half of cross-attention probabilities ``(batch*heads, q, tokens)``.
+
+        ``store`` / ``inject`` / ``strength`` are this step's state from :meth:`cross_attention_kwargs`.
+        """
         if self.mode == "off":
             return probs
-        if step is None:
+        if (store if self.mode == "store" else inject) is MISSING:
             raise ValueError(f"attention mode {self.mode!r} needs the step index: sample with "
                              "SamplerHooks(cross_attention_kwargs=controller.cross_attention_kwargs)")
         split = probs.shape[0] // 2 if self.guided else 0
         uncond, cond = probs[:split], probs[split:]
         batch, num_pixels, num_tokens = cond.shape[0] // heads, cond.shape[1], cond.shape[2]
         if self.mode == "store":
-            if self.store_steps is not None and int(step) not in self.store_steps:
+            if store is None:
                 return probs
             h, w = self.spatial_size(num_pixels)
             with torch.no_grad():
@@ -157,25 +208,19 @@ class AttentionController:
                 if not self.per_head:
                     maps = maps.float().mean(dim=1).to(cond.dtype)
                 maps = maps.to(device=self.store_device or maps.device, dtype=self.store_dtype or maps.dtype)
-            self.maps[(int(step), name)] = maps
+            store[name] = maps
             return probs
-        # inject
-        s = self.strength(int(step))
-        if s == 0.0:
+        if inject is None:  # outside the window
             return probs
-        key = (int(step), name)
-        if key not in self.maps:
-            raise KeyError(f"no stored attention map for step {step}, layer {name}: run a store pass first")
-        stored = self.maps[key].to(device=cond.device, dtype=cond.dtype)
-        per_head = stored.dim() == 5  # (B, heads, h, w, tokens), else head-averaged (B, h, w, tokens)
-        stored = stored.reshape(stored.shape[0], heads if per_head else 1, num_pixels, stored.shape[-1])
-        if self.token_map is not None:
-            stored = stored @ self.token_map.to(device=cond.device, dtype=cond.dtype)
-        if stored.shape[0] not in (1, batch) or stored.shape[-1] != num_tokens:
+        if name not in inject:
+            raise KeyError(f"no stored attention map for layer {name}: run a store pass first")
+        stored = inject[name].to(device=cond.device, dtype=cond.dtype)
+        if stored.shape[0] not in (1, batch) or stored.shape[1] not in (1, heads) or stored.shape[2:] != (
+                num_pixels, num_tokens):
             raise ValueError(f"stored map {tuple(stored.shape)} does not fit the conditional batch "
                              f"({batch}, {heads}, {num_pixels}, {num_tokens}) of layer {name}")
         stored = stored.expand(batch, heads, num_pixels, num_tokens).reshape(cond.shape)
-        mixed = stored if s == 1.0 else (1.0 - s) * cond + s * stored
+        mixed = stored if strength == 1.0 else (1.0 - strength) * cond + strength * stored
         return torch.cat([uncond, mixed]) if split else mixed
 
 
@@ -183,8 +228,8 @@ class CrossAttentionProcessor:
     """A diffusers attention processor that exposes cross-attention probabilities to an :class:`AttentionController`.
 
     Cross-attention (``encoder_hidden_states`` given) is computed step by step as diffusers' ``AttnProcessor`` does;
-    self-attention is delegated to ``AttnProcessor2_0``. ``digin_step`` (from ``cross_attention_kwargs``) is accepted
-    by both.
+    self-attention is delegated to ``AttnProcessor2_0``. The per-step ``digin_*`` kwargs (from
+    :meth:`AttentionController.cross_attention_kwargs`) are accepted by both.
     """
 
     def __init__(self, controller: AttentionController, name: str):
@@ -194,7 +239,8 @@ class CrossAttentionProcessor:
 
     def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
-                 digin_step: int | None = None, **kwargs) -> torch.Tensor:
+                 digin_store: dict | None | object = MISSING, digin_inject: dict | None | object = MISSING,
+                 digin_strength: float = 1.0, **kwargs) -> torch.Tensor:
         if encoder_hidden_states is None:
             return self._self_attention(attn, hidden_states, None, attention_mask, temb)
 
@@ -222,7 +268,8 @@ class CrossAttentionProcessor:
         value = attn.head_to_batch_dim(value)
 
         attention_probs = attn.get_attention_scores(query, key, attention_mask)
-        attention_probs = self.controller.process(self.name, digin_step, attention_probs, attn.heads)
+        attention_probs = self.controller.process(self.name, attention_probs, attn.heads, digin_store, digin_inject,
+                                                  digin_strength)
         hidden_states = torch.bmm(attention_probs, value)
         hidden_states = attn.batch_to_head_dim(hidden_states)
 

@@ -58,15 +58,20 @@ class DDIMSampler:
         sd: the frozen Stable Diffusion components and sampling settings.
         checkpointing: recompute each denoising step during backward instead of storing its activations (the
             default of :meth:`sample` and :meth:`decode`; both take a per-call choice too).
-        compile: run the UNet through ``torch.compile`` (default backend).
+        compile: run the UNet through ``torch.compile``: True for the default backend (inductor), or a backend's
+            name (``"aot_eager"`` traces without code generation: the tests' check that the UNet, with the
+            prompt-to-prompt processors installed, compiles to one graph per attention mode and not one per step).
     """
 
     scheduler_class = DDIMScheduler
 
-    def __init__(self, sd: StableDiffusion, checkpointing: bool = True, compile: bool = False):
+    def __init__(self, sd: StableDiffusion, checkpointing: bool = True, compile: bool | str = False):
         self.sd = sd
         self.checkpointing = checkpointing
-        self.unet = torch.compile(sd.unet) if compile else sd.unet
+        if compile:
+            self.unet = torch.compile(sd.unet, **({"backend": compile} if isinstance(compile, str) else {}))
+        else:
+            self.unet = sd.unet
         # A private scheduler: DDIMScheduler.step reads the step count from the scheduler's state, so samplers with
         # different T sharing the pipeline's scheduler would silently corrupt each other.
         self.scheduler = self.scheduler_class.from_config(sd.scheduler.config)

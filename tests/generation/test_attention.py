@@ -61,7 +61,7 @@ def test_cross_attention_math_equals_diffusers_attnprocessor(tiny_sd):
         context_or_none = context if name.endswith("attn2") else None
         with torch.no_grad():
             reference = AttnProcessor()(attn, x, context_or_none)
-            ours = CrossAttentionProcessor(controller, name)(attn, x, context_or_none, digin_step=0)
+            ours = CrossAttentionProcessor(controller, name)(attn, x, context_or_none)
         assert reference.shape == ours.shape == (2, 64, 32)
         assert (reference - ours).abs().max().item() <= 1e-6
 
@@ -77,7 +77,8 @@ def test_off_mode_leaves_unet_and_sampler_unchanged(tiny_sd):
         reference = unet(z_in, t, encoder_hidden_states=context).sample
         with attention_control(unet, controller):
             assert all(isinstance(p, CrossAttentionProcessor) for p in unet.attn_processors.values())
-            ours = unet(z_in, t, encoder_hidden_states=context, cross_attention_kwargs={"digin_step": 0}).sample
+            ours = unet(z_in, t, encoder_hidden_states=context,
+                            cross_attention_kwargs=controller.cross_attention_kwargs(0)).sample
         assert (reference - ours).abs().max().item() <= 1e-5
         _, image_ref = _sample(sampler, z_T, cond, uncond)
         _, image_off = _sample(sampler, z_T, cond, uncond, controller)
@@ -138,11 +139,11 @@ def test_controller_errors(tiny_sd):
     z = torch.randn(2, 4, 8, 8)
     context = torch.cat([tiny_sd.null_embedding(), tiny_sd.encode_prompt(SOURCE)])
     with torch.no_grad(), attention_control(tiny_sd.unet, controller):
-        with pytest.raises(ValueError, match="step index"):  # no digin_step: the sampler hook is missing
+        with pytest.raises(ValueError, match="step index"):  # no per-step kwargs: the sampler hook is missing
             tiny_sd.unet(z, 999, encoder_hidden_states=context)
         controller.mode = "inject"
         with pytest.raises(KeyError, match="store pass"):
-            tiny_sd.unet(z, 999, encoder_hidden_states=context, cross_attention_kwargs={"digin_step": 0})
+            tiny_sd.unet(z, 999, encoder_hidden_states=context, cross_attention_kwargs=controller.cross_attention_kwargs(0))
     assert [controller.strength(i) for i in range(4)] == [1.0] * 4
     controller.window = (0.25, 0.75)
     assert [controller.strength(i) for i in range(4)] == [0.0, 1.0, 1.0, 0.0]
