@@ -39,6 +39,22 @@ def _missing_keys(cfg: Any, prefix: str = "") -> list[str]:
     return found
 
 
+def _unknown_keys(cfg: Any) -> tuple[list[str], list[str]]:
+    """Config keys the ``_target_`` does not take (it would fail with a TypeError), and the ones it does."""
+    import inspect
+
+    from hydra.utils import get_object
+
+    try:
+        params = inspect.signature(get_object(cfg.get("_target_"))).parameters
+    except Exception:  # not importable or no signature: instantiate reports it
+        return [], []
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return [], []
+    accepted = [name for name, p in params.items() if name != "self" and p.kind is not p.VAR_POSITIONAL]
+    return [str(k) for k in cfg.keys() if not str(k).startswith("_") and k not in params], accepted
+
+
 def _display_name(cfg: Any, key: str) -> str:
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -77,6 +93,10 @@ def build_classifier(
             + (" (the preprocessing the model was trained with: wrong values give meaningless gradients)"
                if set(missing) & set(_PREPROCESSING) else "")
         )
+    unknown, accepted = _unknown_keys(cfg)
+    if unknown:
+        raise DiginError(f"classifier '{_display_name(cfg, key)}' has no option {', '.join(unknown)} — remove "
+                         + " ".join(f"~{key}.{k}" for k in unknown) + f" (its options: {', '.join(accepted)})")
     try:
         clf = instantiate(cfg, _convert_="all")
     except InstantiationException as e:

@@ -82,3 +82,10 @@ def test_robust_resnet50_config_loads_a_torchvision_state_dict(tmp_path, images)
     xn = (torch.nn.functional.interpolate(x, size=224, mode="bilinear", antialias=True) - mean) / std
     with torch.no_grad():
         torch.testing.assert_close(clf(x), tv(xn), rtol=1e-4, atol=1e-4)
+
+
+def test_an_option_the_classifier_does_not_take_is_named_in_one_line():
+    cfg = OmegaConf.load(CLASSIFIER_CONF / "tiny_a.yaml")
+    cfg.bogus = 1
+    with pytest.raises(DiginError, match=r"has no option bogus — remove ~classifier2.bogus \(its options: .*seed"):
+        build_classifier(cfg, key="classifier2")
