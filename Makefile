@@ -54,10 +54,10 @@ bench: $(VENV)/.installed ## time / memory of one optimisation step vs T (tiny o
 	MALLOC_MMAP_THRESHOLD_=65536 $(BIN)/python scripts/bench_classifier_ckpt.py  # convnext_b ckpt on/off, memory
 
 bench-lean: $(VENV)/.installed ## the lean step before/after: two-stage backward, auto checkpointing, compile (long)
-	MALLOC_MMAP_THRESHOLD_=65536 $(BIN)/python scripts/bench_step.py --suite lean --jobs 4
+	MALLOC_MMAP_THRESHOLD_=65536 $(BIN)/python scripts/bench_step.py --suite lean $(ARGS)
 
 bench-vce: $(VENV)/.installed ## seconds for inversion / one counterfactual, attention bytes stored per image
-	$(BIN)/python scripts/bench_vce.py
+	$(BIN)/python scripts/bench_vce.py $(ARGS)
 
 bench-prompt: $(VENV)/.installed ## seconds per soft-prompt step: LCM (4 steps) vs DDIM (20 steps), as a ratio
 	$(BIN)/python scripts/bench_prompt.py

@@ -72,7 +72,8 @@ class OptimSettings:
     checkpointing: bool | str | None = None
     """True / False / "auto" (see the module docstring); None follows the sampler's own setting."""
     memory_budget_gb: float | None = None
-    """With checkpointing "auto": memory for un-checkpointed steps' activations (None: CUDA 85 % free, CPU 0)."""
+    """With checkpointing "auto": memory for un-checkpointed steps' activations, then the decode's (None: CUDA 85 %
+    free, CPU 0)."""
     two_stage: bool = True
     """Backward split at the images with chunked cutouts (False: one ``backward()`` of the whole loss)."""
     chunk: int = 4

@@ -143,7 +143,8 @@ def test_controller_errors(tiny_sd):
             tiny_sd.unet(z, 999, encoder_hidden_states=context)
         controller.mode = "inject"
         with pytest.raises(KeyError, match="store pass"):
-            tiny_sd.unet(z, 999, encoder_hidden_states=context, cross_attention_kwargs=controller.cross_attention_kwargs(0))
+            tiny_sd.unet(z, 999, encoder_hidden_states=context,
+                         cross_attention_kwargs=controller.cross_attention_kwargs(0))
     assert [controller.strength(i) for i in range(4)] == [1.0] * 4
     controller.window = (0.25, 0.75)
     assert [controller.strength(i) for i in range(4)] == [0.0, 1.0, 1.0, 0.0]
