@@ -126,6 +126,11 @@ def check_config(cfg: DictConfig) -> None:
     if opt.get("checkpointing", True) not in (True, False, "auto"):
         raise DiginError(f"optimizer.checkpointing must be true, false or auto, got {opt.checkpointing} — pass e.g. "
                          "optimizer.checkpointing=auto")
+    for key in ("classifier", "classifier2"):
+        node = cfg.get(key)
+        if node is not None and node.get("grad_checkpointing", False) not in (True, False, "auto"):
+            raise DiginError(f"{key}.grad_checkpointing must be true, false or auto, got {node.grad_checkpointing} — "
+                             f"pass e.g. {key}.grad_checkpointing=auto")
     compile = opt.get("compile", False)
     if not isinstance(compile, (bool, str)) or (isinstance(compile, str) and compile not in _compile_backends()):
         raise DiginError(f"optimizer.compile must be true, false or a torch.compile backend, got {compile} — pass "

@@ -44,7 +44,8 @@ class RunContext:
     def classifier(self, key: str = "classifier") -> Classifier:
         """The classifier of config group ``key`` (``classifier`` or ``classifier2``), built once per job."""
         if key not in self._classifiers:
-            self._classifiers[key] = build_classifier(self.cfg[key], self.device, key=key)
+            self._classifiers[key] = build_classifier(self.cfg[key], self.device, key=key,
+                                                      two_stage=self.cfg.optimizer.get("two_stage", True))
         return self._classifiers[key]
 
     def sampler(self) -> DDIMSampler:

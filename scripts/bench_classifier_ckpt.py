@@ -2,7 +2,8 @@
 
 The training loss scores the images of the last k = 3 steps through 16 cutouts each: 48 classifier passes whose
 activations autograd keeps for backward, unless the classifier checkpoints them (timm ``set_grad_checkpointing``,
-``classifier.grad_checkpointing: true`` in ``conf/classifier``, on by default for the zoo models as the authors do).
+``classifier.grad_checkpointing`` in ``conf/classifier``; the zoo's ``auto`` turns it on only with the single
+backward, ``optimizer.two_stage=false``; this script's objective scores all cutouts in one piece, as that backward does).
 Each setting runs one optimisation step (``DiginOptimizer``, ``optimizer.steps=1``) in its own process, because peak
 RSS is per process, and reports:
 

@@ -299,6 +299,10 @@ def lean_plan(args) -> list[dict]:
             plan.append(_spec(args, generator="tiny", classifiers="tiny", resolution=256, T=T, checkpointing=ckpt,
                               two_stage=two_stage, compile=comp, memory_only=False, section="time",
                               budget_gb=1e6 if ckpt == "auto" else None))
+    # What timm gradient checkpointing in the classifiers costs once the two-stage backward holds one chunk.
+    for classifier_ckpt in (False, True):
+        plan.append(_spec(args, generator="tiny", classifiers="resnet18", resolution=256, T=args.time_steps[0],
+                          classifier_ckpt=classifier_ckpt, memory_only=False, section="time"))
     return plan
 
 
@@ -479,7 +483,7 @@ def _lean_summary(console, ok: list[dict]) -> None:
             console.print(f"{setup[0]} {setup[1]} two-stage: peak memory T={Ts[-1]}/T={Ts[0]} = "
                           f"{hi[peak] / lo[peak]:.2f} ({hi[peak]:.0f}/{lo[peak]:.0f} MB; target ≤ "
                           f"{TARGET_MEMORY_RATIO}), autograd {hi['autograd_peak_mb'] / lo['autograd_peak_mb']:.2f}")
-    ck = {r["two_stage"]: r for r in ok if r["classifier_ckpt"]}
+    ck = {r["two_stage"]: r for r in ok if r["classifier_ckpt"] and "step_s" not in r}
     for two_stage, r in ck.items():
         base = next((b for b in mem if b["classifiers"] == r["classifiers"] and b["T"] == r["T"]
                      and b["two_stage"] == two_stage), None)
@@ -489,9 +493,10 @@ def _lean_summary(console, ok: list[dict]) -> None:
                           f"{'two-stage' if two_stage else 'single'}): added memory {r[rise]:.0f} vs "
                           f"{base[rise]:.0f} MB without, autograd {r['autograd_peak_mb']:.0f} vs "
                           f"{base['autograd_peak_mb']:.0f} MB")
-    times = {(r["T"], r["checkpointing"], r["two_stage"], r["compile"]): r for r in ok if "step_s" in r}
-    for (T, *key), r in times.items():
-        ref = times.get((T, "true", True, False))
+    times = {(r["T"], r["classifiers"], r["classifier_ckpt"], r["checkpointing"], r["two_stage"], r["compile"]): r
+             for r in ok if "step_s" in r}
+    for (T, pair, _, *key), r in times.items():
+        ref = times.get((T, pair, False, "true", True, False))
         if ref:
             console.print(f"T={T} {_label(r)}: step {r['step_s']:.2f} s = {r['step_s'] / ref['step_s']:.2f}x "
                           f"two-stage ckpt=true; step/no-grad {r['step_ratio']:.2f}; first no-grad pass "

@@ -68,12 +68,15 @@ def _display_name(cfg: Any, key: str) -> str:
 
 
 def build_classifier(
-    cfg: Any, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, key: str = "classifier"
+    cfg: Any, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, key: str = "classifier",
+    two_stage: bool = True,
 ) -> Classifier:
     """Instantiate ``cfg`` (a ``conf/classifier`` node), move it to ``device``/``dtype`` and prepare it.
 
     ``key`` is the config key the node came from (``classifier`` or ``classifier2``), so errors name the override
-    the user has to pass.
+    the user has to pass. ``grad_checkpointing: auto`` checkpoints the classifier's activations only when the
+    optimiser backpropagates the whole loss at once (``two_stage=False``): after the two-stage backward, which holds
+    one chunk of cutouts, it no longer lowers the peak and costs a recomputed forward (README, Benchmarks).
     """
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
@@ -81,6 +84,9 @@ def build_classifier(
 
     if isinstance(cfg, Mapping) and not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(dict(cfg))
+    if cfg.get("grad_checkpointing") == "auto":
+        cfg = cfg.copy()
+        cfg.grad_checkpointing = not two_stage
     missing = _missing_keys(cfg)
     if missing == ["checkpoint"]:
         raise DiginError(
