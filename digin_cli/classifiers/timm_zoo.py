@@ -95,6 +95,8 @@ class TimmClassifier(Classifier):
             interpolation=interp,
         )
         self.name = name
+        if grad_checkpointing not in (True, False):  # "auto" is resolved by build_classifier, which knows the backward
+            raise ValueError(f"grad_checkpointing must be True or False here, got {grad_checkpointing!r}")
         if grad_checkpointing:
             self.enable_grad_checkpointing()
 
