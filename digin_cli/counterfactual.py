@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import torch
 
-from digin_cli.generation.attention import (AttentionController, attention_control, attention_maps,
-                                            mask_map_size, token_alignment, word_token_indices)
+from digin_cli.generation.attention import AttentionController, attention_control, attention_maps, mask_map_size
 from digin_cli.generation.inversion import Inversion, InversionCache, invert
 from digin_cli.generation.models import StableDiffusion
 from digin_cli.generation.sampler import DDIMSampler, SamplerHooks
+from digin_cli.generation.token_alignment import token_alignment, word_token_indices
 from digin_cli.optimize import DiginOptimizer, Objective, OptimResult, OptimSettings
 from digin_cli.segmentation.base import Segmenter
 

@@ -232,18 +232,9 @@ def test_loss_images_are_decoded_in_one_batch_equal_to_one_by_one(setup):
 
 
 def _render_saved_bytes(opt, z, c, u):
-    unet = opt.sampler.sd.unet
-    weights = {t.untyped_storage().data_ptr() for t in (*unet.parameters(), *unet.buffers())}
-    storages = {}
+    from digin_cli.optimize import saved_bytes
 
-    def pack(t):
-        if t.untyped_storage().data_ptr() not in weights:
-            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        opt.render(z, c, u)
-    return sum(storages.values())
+    return saved_bytes(lambda: opt.render(z, c, u), opt.sampler.sd.unet)
 
 
 def test_auto_checkpointing_fits_the_budget_and_keeps_gradients(setup):

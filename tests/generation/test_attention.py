@@ -7,22 +7,12 @@ import torch
 from diffusers.models.attention_processor import AttnProcessor
 
 from digin_cli.generation.attention import (AttentionController, CrossAttentionProcessor, attention_control,
-                                            attention_maps, mask_map_size, token_alignment, word_token_indices)
+                                            attention_maps, mask_map_size)
+from digin_cli.generation.token_alignment import token_alignment, word_token_indices
 from digin_cli.generation.sampler import DDIMSampler, SamplerHooks
 
 SOURCE = "a photograph of a red fox"
 TARGET = "a photograph of a tabby cat"
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_sd):
-    """The pipeline's CLIP tokenizer, checked to be the real BPE (the word alignment is meaningless otherwise)."""
-    tok = tiny_sd.tokenizer
-    ids = tok("a red fox").input_ids
-    assert ids == [49406, 320, 736, 3240, 49407], (
-        f"the SD tokenizer maps 'a red fox' to {ids}, not CLIP's [49406, 320, 736, 3240, 49407]: "
-        "digin_cli/generation/tokenizer.py builds an empty vocabulary (transformers 5 ignores vocab_file/merges_file)")
-    return tok
 
 
 def _with_settings(sd, num_steps, guidance):
@@ -200,85 +190,6 @@ def test_injection_keeps_the_source_layout(tiny_sd, tokenizer):
         assert _mse(out.latents, source_out.latents) < plain_latent, window
 
 
-def _planted_embed(tokenizer, near: dict[str, str]):
-    """A stand-in text encoder: each token id gets a fixed random vector; each word of ``near`` (key) is given a
-    vector close to that of its value word, so the word matching has a known answer."""
-    table = torch.randn(tokenizer.vocab_size, 16, generator=torch.Generator().manual_seed(0))
-    for word, like in near.items():
-        (w,) = tokenizer(word, add_special_tokens=False).input_ids
-        (other,) = tokenizer(like, add_special_tokens=False).input_ids
-        table[w] = table[other] + 0.01 * table[w]
-
-    def embed(prompt):
-        ids = tokenizer(prompt, padding="max_length", max_length=77, truncation=True).input_ids
-        return table[torch.tensor(ids)][None]
-
-    return embed
-
-
-def test_token_alignment_word_replacement(tokenizer):
-    tok = tokenizer
-    source, target = "an image of a red fox", "an image of a cat"
-    assert word_token_indices(tok, source, "red fox") == [5, 6]
-    assert word_token_indices(tok, target, ["cat"]) == [5]
-    assert word_token_indices(tok, "an image of a Red fox, sitting", "red fox") == [5, 6]  # case, punctuation
-    # 'cat' is planted next to 'fox': it takes over the object word's attention only, not the modifier's.
-    embed = _planted_embed(tok, {"cat": "fox"})
-    mapping = token_alignment(tok, source, target, "red fox", "cat", embed=embed)
-    assert mapping.shape == (77, 77)
-    for j in range(5):  # <start>, an, image, of, a
-        assert mapping[j, j] == 1 and mapping[:, j].sum() == 1
-    assert torch.equal(mapping[:, 5], torch.eye(77)[:, 6])  # 'cat' <- 'fox'
-    for j in range(6, 76):  # <end> and padding: shifted by one
-        assert mapping[j + 1, j] == 1 and mapping[:, j].sum() == 1
-    assert mapping[76, 76] == 1  # the last source column is repeated
-    # The authors' softmax(+distance) would have weighted 'red' (the farther word) most; nearest is 'fox' alone.
-    near_red = token_alignment(tok, source, target, "red fox", "cat", embed=_planted_embed(tok, {"cat": "red"}))
-    assert torch.equal(near_red[:, 5], torch.eye(77)[:, 5])
-    # Applied to maps: target = source @ M.
-    maps = torch.rand(3, 77)
-    remapped = maps @ mapping
-    assert torch.equal(remapped[:, 5], maps[:, 6])
-    assert torch.equal(remapped[:, 10], maps[:, 11])
-    # The other direction: one source word for two target words, later tokens shifted back; no choice, no embed.
-    back = token_alignment(tok, target, source, "cat", "red fox")
-    assert back[5, 5] == back[5, 6] == 1 and back[6, 7] == 1 and back[75, 76] == 1
-    with pytest.raises(ValueError, match="embed="):  # differing words with a choice need the text embeddings
-        token_alignment(tok, source, target, "red fox", "cat")
-
-
-def test_token_alignment_identical_multi_token_words_map_to_themselves(tokenizer):
-    tok = tokenizer
-    prompt = "a photograph of a fiddler crab"
-    assert word_token_indices(tok, prompt, "fiddler crab") == [5, 6, 7]  # 'fiddler' is two BPE tokens
-    assert torch.equal(token_alignment(tok, prompt, prompt, "fiddler crab", "fiddler crab"), torch.eye(77))
-    # 'crab' stays 'crab' token for token; 'hermit' takes the mean of the two 'fiddler' columns.
-    hermit = token_alignment(tok, prompt, "a photograph of a hermit crab", "fiddler crab", "hermit crab")
-    half = torch.zeros(77)
-    half[5] = half[6] = 0.5
-    assert torch.equal(hermit[:, 5], half)
-    assert torch.equal(hermit[:, 6], torch.eye(77)[:, 7])
-    assert torch.equal(hermit[:, 7], torch.eye(77)[:, 8])  # <end>: shifted by the one token fewer
-
-
-def test_token_alignment_planted_two_word_swap(tokenizer):
-    tok = tokenizer
-    source = "a photograph of a grey fox"
-    # Identical words map one to one, the rest by distance: fox -> fox, grey -> red (whatever the embeddings).
-    swap = token_alignment(tok, source, "a photograph of a red fox", "grey fox", "red fox",
-                           embed=_planted_embed(tok, {"red": "fox"}))
-    assert torch.equal(swap, torch.eye(77))  # 'red' <- 'grey' column 5, 'fox' <- 'fox' column 6
-    # Equal counts, no identical word: the permutation of least distance, here against the word order.
-    embed = _planted_embed(tok, {"vixen": "fox", "red": "grey"})
-    crossed = token_alignment(tok, source, "a photograph of a vixen red", "grey fox", "vixen red", embed=embed)
-    assert torch.equal(crossed[:, 5], torch.eye(77)[:, 6])  # vixen <- fox
-    assert torch.equal(crossed[:, 6], torch.eye(77)[:, 5])  # red <- grey
-    assert torch.equal(crossed[:, 7:], torch.eye(77)[:, 7:])
-    straight = token_alignment(tok, source, "a photograph of a vixen red", "grey fox", "vixen red",
-                               embed=_planted_embed(tok, {"vixen": "grey", "red": "fox"}))
-    assert torch.equal(straight, torch.eye(77))
-
-
 def test_injecting_the_same_two_token_class_reproduces_the_source(tiny_sd, tokenizer):
     prompt = "a photograph of a fiddler crab"
     sampler = DDIMSampler(tiny_sd)
@@ -292,18 +203,6 @@ def test_injecting_the_same_two_token_class_reproduces_the_source(tiny_sd, token
         _, remapped = _sample(sampler, z_T, cond, uncond, controller)
     assert source.std() > 1e-3
     assert (remapped - source).abs().max().item() <= 1e-6
-
-
-def test_token_alignment_rejects_bad_words(tokenizer):
-    tok = tokenizer
-    with pytest.raises(ValueError, match="not found"):
-        token_alignment(tok, "an image of a red fox", "an image of a cat", "dog", "cat")
-    with pytest.raises(ValueError, match="not found"):
-        token_alignment(tok, "an image of a red fox", "an image of a cat", "fo", "cat")  # no partial words
-    with pytest.raises(ValueError, match="not found"):
-        token_alignment(tok, "an image of a red fox", "an image of a cat", "red fox", "dog")
-    with pytest.raises(ValueError, match="differ only"):
-        token_alignment(tok, "an image of a red fox", "a photo of a cat", "red fox", "cat")
 
 
 def test_attention_maps_normalised(tiny_sd, tokenizer):
