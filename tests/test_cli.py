@@ -166,6 +166,17 @@ def test_bad_overrides_fail_before_any_output(tmp_path, override, needles):
     assert not list(tmp_path.glob("*/runs/*"))
 
 
+@pytest.mark.parametrize("overrides,needles", [
+    (["+classifier.bogus=1"], ["classifier 'tiny_a' has no option bogus", "~classifier.bogus", "input_size"]),
+    (["classifier=convnext_b", "classifier.grad_checkpointing=maybe"],
+     ["classifier.grad_checkpointing must be true, false or auto", "maybe"]),
+])
+def test_bad_classifier_options_give_one_line(tmp_path, overrides, needles):
+    proc = digin(*FAST, *overrides, f"paths.output_root={tmp_path}")
+    assert_one_line_error(proc, *needles)
+    assert not list(tmp_path.rglob("*.png"))
+
+
 def test_a_bad_value_anywhere_in_a_sweep_fails_before_any_job(tmp_path):
     proc = digin("-m", *FAST, "optimizer.lr=0.1,-1", f"paths.output_root={tmp_path}")
     assert_one_line_error(proc, "optimizer.lr", "-1")
