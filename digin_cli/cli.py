@@ -144,6 +144,15 @@ def main() -> None:
             print(f"digin: error: {err}", file=sys.stderr)
             sys.exit(2)
         return
+    if sys.argv[1:2] == ["study"]:  # digin study make|score (digin_cli.study.cli)
+        from digin_cli.study.cli import main as study_main
+
+        try:
+            study_main(sys.argv[2:])
+        except DiginError as err:
+            print(f"digin: error: {err}", file=sys.stderr)
+            sys.exit(2)
+        return
     try:
         preflight(sys.argv[1:])
     except DiginError as err:

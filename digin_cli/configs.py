@@ -41,7 +41,7 @@ def options(group: str) -> list[str]:
 
 #: Top-level config keys that cannot change a result: where files go and where metrics are logged. Hydra's own node
 #: (launcher, run / sweep folders) is not part of a job's config at all.
-_NOT_RESULTS = ("paths", "logger")
+_NOT_RESULTS = ("paths", "logger", "safety", "safety_checker")  # the safety check records, never changes, results
 #: Keys that choose which items a job runs, not what an item computes (they count for a job, not for an item).
 SHARD_KEYS = ("shard_index", "num_shards")
 
@@ -122,6 +122,9 @@ def check_config(cfg: DictConfig) -> None:
     if num_shards is not None and shard is not None and shard >= num_shards:
         raise DiginError(f"task.shard_index must be below task.num_shards ({num_shards}), got {shard} — pass e.g. "
                          f"task.shard_index='range({num_shards})' with -m")
+    if cfg.get("safety", False) not in (True, False):
+        raise DiginError(f"safety must be true or false, got {cfg.safety} — pass safety=true to check images with "
+                         "Stable Diffusion's safety checker")
     opt = cfg.optimizer
     if opt.get("checkpointing", True) not in (True, False, "auto"):
         raise DiginError(f"optimizer.checkpointing must be true, false or auto, got {opt.checkpointing} — pass e.g. "

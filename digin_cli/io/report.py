@@ -31,6 +31,7 @@ from digin_cli.errors import DiginError
 from digin_cli.io.atomic import atomic_write_text
 
 REPORT = "report.html"
+SAFETY = "safety.json"  # the safety checker's verdicts on an item's images (digin_cli.safety); flagged ones blur
 STRIP = "iterates.png"  # the captioned iterate strip every optimisation task writes (tasks.common.save_optimisation)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 _SKIP_DIRS = {".hydra", "wandb"}
@@ -67,6 +68,7 @@ class Item:
     fields: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     image_paths: dict[str, Path] = field(default_factory=dict)  # label -> file, for W&B
+    flagged: set[str] = field(default_factory=set)  # URLs the safety checker flagged: shown blurred
 
 
 # --------------------------------------------------------------------------------------------------- reading
@@ -172,6 +174,10 @@ def _folder_item(run_dir: Path, folder: Path, n: int, key_images: Sequence[str] 
         item.strip = _url(rel / STRIP)
         item.image_paths["iterates"] = folder / STRIP
     item.others = [(name, _url(rel / name)) for name in names if name not in keys and name != STRIP]
+    flagged = _read_json(folder / SAFETY).get("flagged") or []
+    item.flagged = {_url(rel / str(name)) for name in flagged}
+    if item.flagged and item.strip:  # the strip shows the iterates around the flagged image: blurred too
+        item.flagged.add(item.strip)
     return item
 
 
@@ -187,8 +193,10 @@ def _file_items(run_dir: Path) -> list[Item]:
             continue
         row = next((r for r in rows if path.name in r.values()), {})
         fields = {k: v for k, v in row.items() if v != path.name and k != "status"}
+        flagged = _read_json(path.with_name(f"{path.name}.{SAFETY}")).get("flagged") or []
         items.append(Item(name=path.name, anchor=f"item-{n}", status=row.get("status") or "ok", fields=fields,
-                          images=[(path.stem, _url(Path(path.name)))], image_paths={path.stem: path}))
+                          images=[(path.stem, _url(Path(path.name)))], image_paths={path.stem: path},
+                          flagged={_url(Path(path.name))} if path.name in flagged else set()))
     return items
 
 

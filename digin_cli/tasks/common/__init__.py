@@ -57,6 +57,7 @@ def run_items(ctx: RunContext, items: Iterable[tuple[Path, dict]], work: Callabl
     items = shard(ctx, list(items))
     digest = config_hash(ctx.cfg, item=True, item_keys=item_keys(ctx.cfg.task.get("name")))
     ctx.writer.stamp["config_hash"] = digest  # every item's metrics.json carries it, whichever task writes it
+    check_safety = _safety(ctx)  # loaded before any item: a missing checker fails in seconds, not after item one
     ctx.tracker.start()  # a task calls run_items once its inputs are checked: only now may a W&B run appear
     for item_dir, item in track(items, description):
         if done(item_dir):
@@ -66,6 +67,7 @@ def run_items(ctx: RunContext, items: Iterable[tuple[Path, dict]], work: Callabl
                                  f"{metrics.get('config_hash') or 'missing'}, this one {digest}) — pass a new "
                                  "hydra.sweep.dir= (or hydra.run.dir=) to keep both, or delete that folder")
             rows.append({**item, "status": "done before"} | (metrics or {}).get("summary", {}))
+            check_safety(item_dir, again=False)
             continue
         reset_peak_memory(ctx.device)
         seed = item_seed(int(ctx.cfg.seed), item_dir.relative_to(ctx.output_dir).as_posix())
@@ -73,6 +75,7 @@ def run_items(ctx: RunContext, items: Iterable[tuple[Path, dict]], work: Callabl
         seed_everything(seed)
         try:
             row = work(item_dir, item)
+            check_safety(item_dir)
             rows.append({**item, "status": "ok", **row})
         except DiginError:
             raise
@@ -85,6 +88,24 @@ def run_items(ctx: RunContext, items: Iterable[tuple[Path, dict]], work: Callabl
         ctx.tracker.log({k: v for k, v in rows[-1].items() if isinstance(v, (int, float))})
         _report(ctx)  # a partial page after every item: a killed job still shows what it finished
     return rows
+
+
+def _safety(ctx: RunContext) -> Callable[..., None]:
+    """``safety=true``: Stable Diffusion's safety checker over each finished item's images, recorded in the item's
+    safety.json (report.html blurs what it flags; :mod:`digin_cli.safety`). Off by default: it loads a CLIP ViT-L."""
+    if not ctx.cfg.get("safety", False):
+        return lambda item_dir, again=True: None
+    from digin_cli.safety import DEFAULT_CHECKER, SAFETY, cached_checker, check_file, check_folder
+
+    checker = cached_checker(str(ctx.cfg.get("safety_checker") or DEFAULT_CHECKER), str(ctx.device))
+
+    def check(item_dir: Path, again: bool = True) -> None:
+        folder = item_dir.is_dir()
+        record = item_dir / SAFETY if folder else item_dir.with_name(f"{item_dir.name}.{SAFETY}")
+        if again or not record.exists():
+            (check_folder if folder else check_file)(checker, item_dir, checker.name)
+
+    return check
 
 
 def shard(ctx: RunContext, items: list) -> list:
