@@ -123,8 +123,8 @@ def check_config(cfg: DictConfig) -> None:
         raise DiginError(f"task.shard_index must be below task.num_shards ({num_shards}), got {shard} — pass e.g. "
                          f"task.shard_index='range({num_shards})' with -m")
     if cfg.get("safety", False) not in (True, False):
-        raise DiginError(f"safety must be true or false, got {cfg.safety} — pass safety=true to check images with "
-                         "Stable Diffusion's safety checker")
+        raise DiginError(f"safety must be true or false, got {cfg.safety} — pass e.g. safety=true (Stable "
+                         "Diffusion's safety checker over every item's images)")
     opt = cfg.optimizer
     if opt.get("checkpointing", True) not in (True, False, "auto"):
         raise DiginError(f"optimizer.checkpointing must be true, false or auto, got {opt.checkpointing} — pass e.g. "

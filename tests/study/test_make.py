@@ -66,6 +66,7 @@ def test_two_run_study_matches_items_and_leaves_out_unsafe_and_unmatched(runs, c
     assert data["items"] == study["items"] and data["runs"] == ["A", "B"] and str(a) not in json.dumps(data)
     html = (out / "index.html").read_text("utf-8")
     assert EVIL not in html and "</script><img" not in html  # the class name cannot close the data's script
+    assert not re.search(r"(src|href)=\"?(https?:)?//|<link", html)  # nothing from the network: opens offline
     assert sum(item["target"] == EVIL for item in data["items"]) == 2  # ... and still reaches the page intact
 
 

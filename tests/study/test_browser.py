@@ -1,0 +1,141 @@
+"""A real browser answers a two-run study: headless Chromium driven by Selenium clicks through every item, reloads
+half-way, downloads the answers, and ``digin study score`` reads them back to the numbers the clicks imply."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from digin_cli.study.make import make_study
+from tests.study.helpers import EVIL, picture, planted, tiny_checker, vce_run
+
+pytestmark = pytest.mark.browser
+
+
+def browser(downloads: Path, profile: Path):
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the dev extra (make dev)")
+    chromium, driver = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.skip("no chromium / chromedriver on PATH: make chromium installs Debian's chromium + chromium-driver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                 f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                              "download.prompt_for_download": False})
+    return webdriver.Chrome(service=Service(executable_path=driver), options=options)
+
+
+def policy(participant: str, position: int, run: str, question: str) -> int | str:
+    """What a participant answers, knowing (from the image files) which run an image came from."""
+    if question == "q1":
+        return 1 if run == "A" else 0  # everyone finds A realistic, B not
+    if question == "q2":
+        return 1  # both show the target
+    if question == "q3":
+        return int(run == "A" or (participant == "p2" and position % 2 == 0))
+    return "equal" if position == 0 and participant == "p1" else "A"  # better: A, once equal
+
+
+def answer_study(driver, study: Path, participant: str, runs_of: dict[str, str], reload_at: int) -> list[list]:
+    from selenium.webdriver.common.by import By
+
+    data = json.loads((study / "study.json").read_text())
+    driver.get((study / "index.html").as_uri())
+    if driver.find_element(By.ID, "another").is_displayed():  # the previous participant's finished page
+        driver.find_element(By.ID, "another").click()
+    driver.find_element(By.ID, "participant").send_keys(participant)
+    driver.find_element(By.ID, "begin").click()
+    seen = []
+    for position in range(len(data["items"])):
+        if position == reload_at:  # everything answered so far must survive a reload
+            driver.refresh()
+            assert driver.find_element(By.ID, "progress").text == f"Item {position + 1} of {len(data['items'])}"
+            driver.find_element(By.ID, "back").click()
+            checked = driver.find_elements(By.CSS_SELECTOR, "#questions input:checked")
+            assert len(checked) == 3 * 2 + 1  # the previous item's answers came back from localStorage
+            driver.find_element(By.ID, "next").click()
+        figures = driver.find_elements(By.CSS_SELECTOR, "figure.explanation")
+        sides = [runs_of[Path(f.find_element(By.TAG_NAME, "img").get_attribute("src")).name] for f in figures]
+        classes = driver.find_element(By.ID, "classes").text
+        seen.append([sides, classes])
+        assert driver.find_element(By.ID, "next").get_attribute("disabled")  # nothing answered yet
+        for question in ("q1", "q2", "q3"):
+            for side, run in enumerate(sides):
+                value = policy(participant, position, run, question)
+                driver.find_element(By.ID, f"q-{question}-{side}-{'yes' if value else 'no'}").click()
+        choice = policy(participant, position, "", "better")
+        driver.find_element(By.ID, f"q-better-{'equal' if choice == 'equal' else sides.index(choice)}").click()
+        driver.find_element(By.ID, "next").click()
+    driver.find_element(By.ID, "download").click()
+    return seen
+
+
+def wait_for(folder: Path, pattern: str) -> Path:
+    for _ in range(100):
+        found = [p for p in folder.glob(pattern) if not p.name.endswith(".crdownload")]
+        if found:
+            return found[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no {pattern} downloaded into {folder}")
+
+
+def test_browser_answers_a_two_run_study_and_score_reads_it_back(tmp_path):
+    a = vce_run(tmp_path, "run_a")
+    b = vce_run(tmp_path, "run_b", name="best.png", unsafe=("dog.png", "tiger cat"))
+    checker = tiny_checker(planted(), [picture(i) for i in range(60)] + [picture(i * 7 + 3) for i in range(60)])
+    study = make_study([a, b], "uvce", tmp_path / "study", checker, checker.name, seed=5)
+    data = json.loads((study / "study.json").read_text())
+    items = len(data["items"])
+    assert items == 5  # 6 (image, target) pairs minus the one whose B image the checker flags
+    runs_of = {}
+    for item in data["items"]:
+        runs_of[Path(item["images"]["A"]).name] = "A"
+        runs_of[Path(item["images"]["B"]).name] = "B"
+
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    driver = browser(downloads, tmp_path / "profile")
+    try:
+        seen = {p: answer_study(driver, study, p, runs_of, reload_at=2) for p in ("p1", "p2")}
+        files = [wait_for(downloads, f"answers-{data['study_id']}-{p}.json") for p in ("p1", "p2")]
+    finally:
+        driver.quit()
+    orders = {p: [row[0] for row in seen[p]] for p in seen}
+    assert orders["p1"] != orders["p2"]  # each participant gets their own order and sides
+    assert any(s == ["B", "A"] for p in seen for s in orders[p]) and any(s == ["A", "B"] for p in seen for s in
+                                                                         orders[p])
+    assert any(EVIL in row[1] for row in seen["p1"])  # the hostile class name shown as text
+
+    sheets = [json.loads(f.read_text()) for f in files]
+    for sheet, p in zip(sheets, ("p1", "p2")):
+        assert sheet["participant"] == p and sheet["study_id"] == data["study_id"]
+        assert sheet["items_checksum"] == data["items_checksum"]
+        assert [r["sides"] for r in sheet["responses"]] == orders[p]
+
+    proc = subprocess.run([sys.executable, "-m", "digin_cli.cli", "study", "score", str(study), *map(str, files)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = {(r["question"], r["run"], r["statistic"]): r for r in csv.DictReader((study / "results.csv").open())}
+    value = lambda q, run, stat: float(rows[(q, run, stat)]["value"])  # noqa: E731
+    # Expected from the policy alone: 2 participants x 5 items = 10 ratings per (question, run).
+    assert value("q1", "A", "mean") == 1.0 and value("q1", "B", "mean") == 0.0
+    assert value("q2", "A", "mean") == 1.0 == value("q2", "B", "mean")
+    assert value("q3", "B", "mean") == pytest.approx(3 / 10)  # p2 says yes on positions 0, 2, 4
+    assert value("better", "A", "share") == pytest.approx(9 / 10)
+    assert value("better", "equal", "share") == pytest.approx(1 / 10) and value("better", "B", "share") == 0.0
+    assert value("q1", "A-B", "mean_difference") == 1.0
+    assert int(rows[("q1", "A", "mean")]["n"]) == 10
+    assert float(rows[("q3", "B", "mean")]["ci_low"]) < 0.3 < float(rows[("q3", "B", "mean")]["ci_high"])
+    assert "<td>100.0 %</td>" in (study / "results.html").read_text()
