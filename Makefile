@@ -40,13 +40,13 @@ test: $(VENV)/.dev-installed ## run the whole test suite (offline, CPU; TEST_WOR
 test-fast: $(VENV)/.dev-installed ## the test suite without the end-to-end CLI runs
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow"
 
-chromium: ## install Debian's chromium for the report.html browser check (apt-get, as root; about 1 min)
-	@command -v chromium >/dev/null 2>&1 || { \
+chromium: ## install Debian's chromium + chromium-driver for the browser checks (report.html, digin study; as root, ~1 min)
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
-	  else echo "make chromium: needs apt-get as root; the browser test will be skipped"; fi; }
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	  else echo "make chromium: needs apt-get as root; the browser tests will be skipped"; fi; }
 
-test-browser: $(VENV)/.dev-installed chromium ## only the headless-Chromium check of report.html
+test-browser: $(VENV)/.dev-installed chromium ## only the headless-Chromium checks (report.html, a study answered via Selenium)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m browser
 
 bench: $(VENV)/.installed ## time / memory of one optimisation step vs T (tiny on CPU; sd15_random on GPU if present)

@@ -2,8 +2,9 @@
 
 Before Hydra takes over, a pre-flight composes the config once so that a mistyped option, a bad override or an
 unwritable output folder becomes one line naming the fix (exit code 2) instead of a Hydra stack trace. Then
-``@hydra.main`` runs the job(s) through :func:`digin_cli.run.run`. ``digin report <folder>`` is the one subcommand:
-it rebuilds a run's or a sweep's ``report.html`` and never reaches Hydra.
+``@hydra.main`` runs the job(s) through :func:`digin_cli.run.run`. ``digin report <folder>`` rebuilds a run's or a
+sweep's ``report.html``; ``digin study make|score`` (:mod:`digin_cli.study.cli`) builds and scores user studies. Neither
+reaches Hydra.
 """
 
 from __future__ import annotations

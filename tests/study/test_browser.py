@@ -50,6 +50,7 @@ def policy(participant: str, position: int, run: str, question: str) -> int | st
 
 def answer_study(driver, study: Path, participant: str, runs_of: dict[str, str], reload_at: int) -> list[list]:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     data = json.loads((study / "study.json").read_text())
     driver.get((study / "index.html").as_uri())
@@ -66,6 +67,8 @@ def answer_study(driver, study: Path, participant: str, runs_of: dict[str, str],
             checked = driver.find_elements(By.CSS_SELECTOR, "#questions input:checked")
             assert len(checked) == 3 * 2 + 1  # the previous item's answers came back from localStorage
             driver.find_element(By.ID, "next").click()
+        WebDriverWait(driver, 20).until(lambda d: d.execute_script(  # every image loads, from disk
+            "return Array.from(document.images).every(im => im.complete && im.naturalWidth > 0)"))
         figures = driver.find_elements(By.CSS_SELECTOR, "figure.explanation")
         sides = [runs_of[Path(f.find_element(By.TAG_NAME, "img").get_attribute("src")).name] for f in figures]
         classes = driver.find_element(By.ID, "classes").text
@@ -139,3 +142,36 @@ def test_browser_answers_a_two_run_study_and_score_reads_it_back(tmp_path):
     assert int(rows[("q1", "A", "mean")]["n"]) == 10
     assert float(rows[("q3", "B", "mean")]["ci_low"]) < 0.3 < float(rows[("q3", "B", "mean")]["ci_high"])
     assert "<td>100.0 %</td>" in (study / "results.html").read_text()
+
+
+def test_browser_rates_resemblance_against_the_highlighted_image(tmp_path):
+    """DiffExplainer's form in a one-run study: each explanation rated 1-5 against the highlighted real image."""
+    from selenium.webdriver.common.by import By
+
+    a = vce_run(tmp_path, "run_a")
+    never = lambda images: [False] * len(images)  # noqa: E731  (the checker is tested above and in test_safety)
+    study = make_study([a], "resemblance", tmp_path / "study", never, "none", seed=1)
+    data = json.loads((study / "study.json").read_text())
+    rating = {item["images"]["A"]: 1 + n % 5 for n, item in enumerate(data["items"])}  # a rating per image
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    driver = browser(downloads, tmp_path / "profile")
+    try:
+        driver.get((study / "index.html").as_uri() + "?participant=r1")  # the id may come with the link
+        for _ in data["items"]:
+            (reference,) = driver.find_elements(By.CSS_SELECTOR, "figure.reference img")  # highlighted
+            (image,) = driver.find_elements(By.CSS_SELECTOR, "figure.explanation img")
+            src = "images/" + Path(image.get_attribute("src")).name
+            (item,) = [i for i in data["items"] if i["images"]["A"] == src]
+            assert "images/" + Path(reference.get_attribute("src")).name == item["images"]["reference:mask_overlay.png"]
+            driver.find_element(By.ID, f"q-resemblance-0-{rating[src]}").click()
+            driver.find_element(By.ID, "next").click()
+        driver.find_element(By.ID, "download").click()
+        answers = wait_for(downloads, "answers-*-r1.json")
+    finally:
+        driver.quit()
+    proc = subprocess.run([sys.executable, "-m", "digin_cli.cli", "study", "score", str(study), str(answers)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = {(r["question"], r["run"], r["statistic"]): r for r in csv.DictReader((study / "results.csv").open())}
+    assert float(rows[("resemblance", "A", "mean")]["value"]) == pytest.approx(sum(rating.values()) / len(rating))
