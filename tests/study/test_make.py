@@ -117,11 +117,10 @@ def test_refusals_leave_nothing_behind(runs, checker, tmp_path):
 
     with pytest.raises(RuntimeError):
         make_study([a, b], "uvce", tmp_path / "s2", broken, "broken")
-    everything = planted_everywhere = lambda images: [True] * len(images)  # noqa: E731
+    everything = lambda images: [True] * len(images)  # noqa: E731
     with pytest.raises(DiginError, match="no item is left"):
         make_study([a, b], "uvce", tmp_path / "s3", everything, "all")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
-    del planted_everywhere
 
 
 @pytest.mark.parametrize("spec, needle", [
