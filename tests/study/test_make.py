@@ -162,3 +162,33 @@ def test_cli_make_with_a_saved_checker_folder_and_offline_error(runs, checker, t
     proc = subprocess.run([sys.executable, "-m", "digin_cli.cli", "study", "make", "--out", "x"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "usage: digin study make" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_study_of_two_real_vce_runs(checker, tmp_path):
+    """Two tiny vce runs through the CLI (the layout vce really writes), then `digin study make` on them."""
+    from PIL import ImageDraw
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    image = Image.new("RGB", (64, 64), (40, 120, 200))
+    ImageDraw.Draw(image).ellipse((16, 12, 48, 44), fill=(220, 90, 30))
+    image.save(inputs / "fox.png")
+    env = {**ENV, "PYTHONPATH": str(Path.cwd())}
+    base = [sys.executable, "-m", "digin_cli.cli", "task=vce", "generator=tiny", "classifier=tiny_a",
+            "segmentation=tiny_sam", "device=cpu", f"task.images={inputs}", "task.targets=[goldfish]",
+            "generator.num_steps=3", "optimizer.steps=1", "optimizer.augment.num=2", "task.inversion.inner_steps=2",
+            "task.p2p.injections=[0.4]", "task.p2p.blends=[0.0]", f"paths.cache_dir={tmp_path / 'cache'}"]
+    runs = []
+    for name, lr in (("a", "0.01"), ("b", "0.2")):
+        run = tmp_path / name
+        proc = subprocess.run([*base, f"optimizer.lr={lr}", f"hydra.run.dir={run}"], capture_output=True, text=True,
+                              env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        runs.append(run)
+    out = make_study(runs, "uvce", tmp_path / "study", checker, checker.name, seed=0)
+    (item,) = json.loads((out / "study.json").read_text())["items"]
+    assert item["key"] == "fox → goldfish" and item["target"] == "goldfish"
+    for label, run in zip("AB", runs):
+        (folder,) = [p.parent for p in run.rglob("metrics.json")]
+        assert sha256(out / item["images"][label]) == sha256(folder / "counterfactual.png")
