@@ -2,6 +2,7 @@
 
 import copy
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -154,4 +155,20 @@ def test_ddim_refuses_a_distilled_lcm_in_one_line(distilled):
 
     with pytest.raises(DiginError, match="distilled latent consistency model .* use generator.sampler=lcm") as info:
         DDIMSampler(distilled[1])
+    assert "\n" not in str(info.value)
+
+
+def test_lcm_dreamshaper_config_is_a_distilled_lcm_and_fails_offline_in_one_line(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    from omegaconf import OmegaConf
+
+    from digin_cli.errors import DiginError
+    from digin_cli.generation.models import load_generator
+
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "generator" / "lcm_dreamshaper.yaml")
+    assert (cfg.pretrained, cfg.sampler, cfg.lora, cfg.guidance_scale) == ("SimianLuo/LCM_Dreamshaper_v7", "lcm",
+                                                                           None, 8.0)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty cache
+    with pytest.raises(DiginError, match="SimianLuo/LCM_Dreamshaper_v7.*HF_HUB_OFFLINE") as info:
+        load_generator(cfg)
     assert "\n" not in str(info.value)
