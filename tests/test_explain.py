@@ -100,6 +100,28 @@ def test_explain_on_a_planted_classifier_lowers_the_loss_and_raises_p_class(work
         assert sum(gains) / len(gains) >= 0.006 and sum(g > 0 for g in gains) >= 6, gains
 
 
+def test_explain_through_a_distilled_lcm_folder_and_ddim_refuses_it(workdir):
+    # generator=lcm_dreamshaper pointed at a tiny distilled LCM saved by diffusers' LatentConsistencyModelPipeline.
+    from diffusers import LatentConsistencyModelPipeline, LCMScheduler
+
+    from digin_cli.generation.models import tiny_pipeline
+
+    parts, folder = tiny_pipeline(0, time_cond_proj_dim=32), workdir / "tiny_lcm_distilled"
+    LatentConsistencyModelPipeline(vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
+                                   unet=parts.unet, scheduler=LCMScheduler.from_config(parts.scheduler.config),
+                                   safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False).save_pretrained(folder)
+    generator = ["generator=lcm_dreamshaper", f"generator.pretrained={folder}", "generator.resolution=64"]
+    proc = digin(workdir, "explain", *generator, output="distilled")
+    assert proc.returncode == 0, proc.stderr
+    (item,) = (workdir / "distilled").glob("explain/runs/*/bee/seed_0")
+    metrics = json.loads((item / "metrics.json").read_text())
+    assert len(metrics["iterates"]) == 3 and len(metrics["samples"]) == 2
+    proc = digin(workdir, "explain", *generator, "generator.sampler=ddim", output="distilled_ddim")
+    one_line_error(proc, "distilled latent consistency model", "generator.sampler=lcm")
+    assert not list((workdir / "distilled_ddim").glob("explain/runs/*/*/*/metrics.json"))
+
+
 def test_hard_prompt_writes_a_decodable_text_explanation(workdir):
     proc = digin(workdir, "hard_prompt", "task.classes=[bee]", output="hard")
     assert proc.returncode == 0, proc.stderr
