@@ -1,5 +1,7 @@
 """Core / spurious labels of (class, feature) pairs: decided from object fractions (DiffExplainer Eq. 6), read from
 an annotation file (e.g. Salient ImageNet's), and compared (agreement overall, per group and per bias level, Fig. 6).
+The paper gives no δ: besides the default δ's agreement, a δ chosen by cross-validation over classes is scored on
+held-out classes only; the per-δ table is an in-sample analysis.
 
 Annotation file: a CSV with the columns ``class`` (name or index), ``feature`` (penultimate-layer feature index) and
 ``label`` (``core`` | ``spurious``); every other column is a group (e.g. ``animacy`` with values animate /
@@ -16,6 +18,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import mean, stdev
 
 from digin_cli.errors import DiginError
 from digin_cli.io.atomic import atomic_write_text
@@ -38,6 +41,16 @@ def check_delta(delta: float) -> float:
     return value
 
 
+def check_folds(folds: int) -> int:
+    """k of the cross-validated δ as an int >= 2, else a DiginError."""
+    text = str(folds).strip()
+    value = int(text) if text.isdigit() else -1  # bools, floats and words are not a number of folds
+    if value < 2:
+        raise DiginError(f"task.cv_folds must be an integer >= 2 (folds of classes), got {folds!r} — e.g. "
+                         "task.cv_folds=5")
+    return value
+
+
 def decide(fractions: Sequence[float], delta: float) -> tuple[float, str]:
     """DiffExplainer Eq. 6: ``E_z[r] >= δ`` -> core, else spurious; the expectation is the mean over the samples.
 
@@ -47,8 +60,8 @@ def decide(fractions: Sequence[float], delta: float) -> tuple[float, str]:
     delta = check_delta(delta)
     if len(fractions) == 0:
         raise ValueError("decide needs the object fraction of at least one sample")
-    mean = float(sum(float(r) for r in fractions) / len(fractions))
-    return mean, ("core" if mean >= delta else "spurious")
+    average = float(sum(float(r) for r in fractions) / len(fractions))
+    return average, ("core" if average >= delta else "spurious")
 
 
 @dataclass(frozen=True)
@@ -174,32 +187,86 @@ def agreement(predicted: Mapping[tuple[str, int], str], annotations: Annotations
     return rows
 
 
+ANALYSIS = "in-sample analysis, not a result: every delta is scored on the labels it would be chosen on"
+
+
 def agreement_by_delta(fractions: Mapping[tuple[str, int], Sequence[float]], annotations: Annotations,
                        deltas: Iterable[float]) -> list[dict]:
     """Overall agreement for each δ in ``deltas``, from the samples' object fractions per (class, feature).
 
     The paper does not report its δ; since Eq. 6 only thresholds E[r], every δ is answered from one run's r values.
-    Rows: ``delta``, ``features``, ``agree``, ``agreement``, ``core`` (how many pairs are called core).
+    This is an analysis of how agreement depends on δ, not a result: a δ read off it is tuned on the labels it is
+    scored against (:func:`cross_validated_delta` is the honest figure). Rows: ``delta``, ``features``, ``agree``,
+    ``agreement``, ``core`` (how many pairs are called core), ``note`` (says so).
     """
     rows = []
     for delta in deltas:
         predicted = {key: decide(r, delta)[1] for key, r in fractions.items()}
         overall = agreement(predicted, annotations)[0]
         rows.append({"delta": round(float(delta), 6), "features": overall["features"], "agree": overall["agree"],
-                     "agreement": overall["agreement"], "core": sum(v == "core" for v in predicted.values())})
+                     "agreement": overall["agreement"], "core": sum(v == "core" for v in predicted.values()),
+                     "note": ANALYSIS})
     return rows
 
 
+def _agree(fractions: Mapping[tuple[str, int], Sequence[float]], rows: Sequence[Annotation], delta: float
+           ) -> tuple[int, int]:
+    """(agreeing, compared) pairs among ``rows`` that have fractions, at threshold δ."""
+    compared = [a for a in rows if (a.cls, a.feature) in fractions]
+    return sum(decide(fractions[(a.cls, a.feature)], delta)[1] == a.label for a in compared), len(compared)
+
+
+def cross_validated_delta(fractions: Mapping[tuple[str, int], Sequence[float]], annotations: Annotations,
+                          deltas: Sequence[float], folds: int) -> dict:
+    """Agreement at a δ chosen without the labels it is scored on (k-fold cross-validation over classes).
+
+    The annotated classes that have results are dealt round-robin, in file order, into k folds (deterministic; a
+    class's features never straddle folds, as they share one class's images). For each fold, δ is the one of
+    ``deltas`` with the most agreeing pairs on the other k − 1 folds (ties: the middle of the tied values, i.e. the
+    centre of the best plateau) and is scored on the held-out fold. Fewer classes than k: k is reduced to the
+    number of classes (leave one class out); below 2 classes there is nothing to hold out and ``agreement`` is None.
+
+    Returns one ``agreement.csv`` row: ``agreement`` the mean held-out agreement over folds, ``agreement_sd`` /
+    ``agreement_min`` / ``agreement_max`` its spread, ``agree`` / ``features`` pooled over the held-out pairs,
+    ``folds`` the k used and ``delta`` the δ chosen per fold (``;``-separated).
+    """
+    k_asked = check_folds(folds)
+    classes = [c for c in annotations.classes()
+               if any((c, f) in fractions for f in annotations.features(c))]
+    k = min(k_asked, len(classes))
+    reduced = f" (task.cv_folds={k_asked} reduced to the {len(classes)} classes)" if k < k_asked else ""
+    row = {"group": "all, delta cross-validated", "value": f"{k}-fold over classes{reduced}",
+           "classes": len(classes), "features": 0, "agree": 0, "agreement": None, "agreement_sd": None,
+           "agreement_min": None, "agreement_max": None, "folds": k, "delta": ""}
+    if k < 2:
+        return row | {"value": "needs results for >= 2 annotated classes"}
+    scores, chosen = [], []
+    for j in range(k):
+        held = set(classes[j::k])
+        train = [a for a in annotations.rows if a.cls in classes and a.cls not in held]
+        counts = [_agree(fractions, train, d)[0] for d in deltas]
+        tied = [d for d, c in zip(deltas, counts) if c == max(counts)]
+        delta = tied[len(tied) // 2]
+        agree, compared = _agree(fractions, [a for a in annotations.rows if a.cls in held], delta)
+        scores.append(agree / compared)
+        chosen.append(round(float(delta), 6))
+        row["agree"] += agree
+        row["features"] += compared
+    return row | {"agreement": round(mean(scores), 6), "agreement_sd": round(stdev(scores), 6),
+                  "agreement_min": round(min(scores), 6), "agreement_max": round(max(scores), 6),
+                  "delta": ";".join(f"{d:g}" for d in chosen)}
+
+
 def write_agreement(path: str | Path, rows: Sequence[dict]) -> Path:
-    """agreement.csv (or agreement_by_delta.csv), atomically."""
+    """agreement.csv (or agreement_by_delta.csv), atomically; the columns are the union of the rows' keys."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["group", "value", "classes", "features",
-                                                                             "agree", "agreement"],
-                            lineterminator="\n")
+    fields = list(dict.fromkeys(k for row in rows for k in row)) or ["group", "value", "classes", "features",
+                                                                     "agree", "agreement"]
+    writer = csv.DictWriter(buffer, fieldnames=fields, restval="", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return atomic_write_text(path, buffer.getvalue())
 
 
-__all__ = ["Annotation", "Annotations", "agreement", "agreement_by_delta", "write_agreement", "decide", "check_delta", "LABELS",
-           "BIAS_LEVELS"]
+__all__ = ["Annotation", "Annotations", "agreement", "agreement_by_delta", "cross_validated_delta", "write_agreement",
+           "decide", "check_delta", "check_folds", "LABELS", "BIAS_LEVELS", "ANALYSIS"]

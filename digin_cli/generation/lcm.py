@@ -4,6 +4,14 @@ The loop (per-step embeddings, classifier-free guidance only at guidance > 1, pe
 hooks, decode) is :class:`~digin_cli.generation.sampler.DDIMSampler`'s; only the scheduler update differs: every
 step goes through diffusers' ``LCMScheduler.step`` and its x0-prediction is the scheduler's ``denoised``.
 
+Two kinds of model run through it, guided differently:
+
+- an SD model with a fused LCM-LoRA (DiffExplainer's): classifier-free guidance as StableDiffusionPipeline applies
+  it, i.e. none at ``guidance_scale`` 1, the LoRA's intended setting;
+- a guidance-distilled LCM (e.g. ``SimianLuo/LCM_Dreamshaper_v7``; its UNet has ``time_cond_proj_dim``): no CFG
+  batch; the guidance scale enters the UNet as ``timestep_cond``, the embedding of w = ``guidance_scale`` − 1
+  (Luo et al. 2023, Sec. 4.2), exactly as diffusers' ``LatentConsistencyModelPipeline`` does.
+
 Two things DDIM does not have, handled here:
 
 1. LCM injects fresh Gaussian noise after every step but the last. A diffusers pipeline draws it from the same CPU
@@ -43,11 +51,28 @@ class LCMSampler(DDIMSampler):
     """Latent-consistency sampling with a private ``LCMScheduler``, differentiable end to end.
 
     Args:
-        sd: the frozen Stable Diffusion components (with an LCM model or a fused LCM-LoRA) and sampling settings.
+        sd: the frozen Stable Diffusion components (a distilled LCM, or SD with a fused LCM-LoRA) and sampling
+            settings.
         checkpointing: recompute each denoising step during backward instead of storing its activations.
     """
 
     scheduler_class = LCMScheduler
+    embeds_guidance = True
+
+    @property
+    def guided(self) -> bool:
+        # A distilled LCM has its guidance distilled in: LatentConsistencyModelPipeline never batches an
+        # unconditional branch, whatever the scale.
+        return not self.sd.distilled_lcm and super().guided
+
+    def guidance_condition(self, batch: int) -> torch.Tensor | None:
+        """LatentConsistencyModelPipeline's ``w_embedding``: the sinusoidal embedding of w = guidance_scale − 1 (the
+        Imagen CFG convention of diffusers), one row per image; recomputed per call (it is a few hundred numbers)."""
+        if not self.sd.distilled_lcm:
+            return None
+        w = torch.tensor(self.sd.guidance_scale - 1.0).repeat(batch)
+        embedding = self.sd.pipe.get_guidance_scale_embedding(w, embedding_dim=self.sd.unet.config.time_cond_proj_dim)
+        return embedding.to(device=self.sd.device, dtype=self.sd.dtype)
 
     def seeded_start(self, seed: int) -> tuple[torch.Tensor, NoiseStates]:
         """(z_T, noise states) for ``seed``, drawn in the order a diffusers pipeline draws them from one generator."""

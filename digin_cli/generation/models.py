@@ -59,6 +59,12 @@ class StableDiffusion:
     scheduler = property(lambda self: self.pipe.scheduler)
 
     @property
+    def distilled_lcm(self) -> bool:
+        """A guidance-distilled latent consistency model (e.g. LCM_Dreamshaper_v7): its UNet embeds the guidance
+        scale (``time_cond_proj_dim``) instead of running classifier-free guidance (Luo et al. 2023, Sec. 4.2)."""
+        return self.unet.config.get("time_cond_proj_dim") is not None
+
+    @property
     def latent_shape(self) -> tuple[int, int, int, int]:
         side = self.resolution // self.pipe.vae_scale_factor
         return (1, self.unet.config.in_channels, side, side)
@@ -103,24 +109,26 @@ def _sd_scheduler() -> DDIMScheduler:
                          set_alpha_to_one=False, steps_offset=1)
 
 
-def _tiny_unet(seed: int) -> UNet2DConditionModel:
+def _tiny_unet(seed: int, time_cond_proj_dim: int | None = None) -> UNet2DConditionModel:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return UNet2DConditionModel(
             sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8)
+            cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8, time_cond_proj_dim=time_cond_proj_dim)
 
 
-def tiny_pipeline(seed: int = 0, cache_dir: str | None = None) -> StableDiffusionPipeline:
+def tiny_pipeline(seed: int = 0, cache_dir: str | None = None, time_cond_proj_dim: int | None = None
+                  ) -> StableDiffusionPipeline:
     """A tiny random SD 1.x pipeline (64 px images, 8x8 latents), identical on every machine for a given seed.
 
     Same classes and data path as SD 1.5 (cross-attention UNet, 8x-downsampling VAE, CLIP text encoder with the real
     49408-token vocabulary), only narrow; its images are noise-like and show the machinery, not the science.
+    ``time_cond_proj_dim`` gives the UNet a guidance-embedding input, the architecture of a distilled LCM.
     """
     with torch.random.fork_rng(devices=[]):
-        unet = _tiny_unet(seed)
+        unet = _tiny_unet(seed, time_cond_proj_dim)
         torch.manual_seed(seed + 1)
         vae = AutoencoderKL(
             in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,

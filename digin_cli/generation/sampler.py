@@ -20,6 +20,7 @@ import torch
 from diffusers import DDIMScheduler
 from torch.utils.checkpoint import checkpoint
 
+from digin_cli.errors import DiginError
 from digin_cli.generation.models import StableDiffusion
 
 
@@ -64,8 +65,15 @@ class DDIMSampler:
     """
 
     scheduler_class = DDIMScheduler
+    embeds_guidance = False
+    """Whether this sampler can run a guidance-distilled LCM UNet (one with ``time_cond_proj_dim``)."""
 
     def __init__(self, sd: StableDiffusion, checkpointing: bool = True, compile: bool | str = False):
+        if sd.distilled_lcm and not self.embeds_guidance:
+            # Such a UNet takes w as an input and was distilled for few consistency steps: DDIM with CFG on top
+            # would silently sample something neither the model nor its pipeline defines.
+            raise DiginError("this generator is a distilled latent consistency model (its UNet has "
+                             "time_cond_proj_dim), which the DDIM sampler cannot run — use generator.sampler=lcm")
         self.sd = sd
         self.checkpointing = checkpointing
         if compile:
@@ -87,6 +95,10 @@ class DDIMSampler:
         # The same rule as StableDiffusionPipeline: no unconditional branch at guidance <= 1.
         return self.sd.guidance_scale > 1.0
 
+    def guidance_condition(self, batch: int) -> torch.Tensor | None:
+        """The UNet's ``timestep_cond`` (the embedded guidance scale of a distilled LCM); None for other UNets."""
+        return None
+
     def noise_prediction(self, z: torch.Tensor, i: int, cond: torch.Tensor, uncond: torch.Tensor | None,
                          hooks: SamplerHooks | None = None) -> torch.Tensor:
         """ε̃(z_t, t, C, ∅) = ε(z_t,∅) + w (ε(z_t,C) − ε(z_t,∅)); one batched UNet call, as the pipeline does."""
@@ -99,7 +111,8 @@ class DDIMSampler:
             z_in, context = z, cond
         z_in = self.scheduler.scale_model_input(z_in, t)
         eps = self.unet(z_in.to(self.sd.dtype), t, encoder_hidden_states=context.to(self.sd.dtype),
-                           cross_attention_kwargs=xa_kwargs, return_dict=False)[0].float()
+                        timestep_cond=self.guidance_condition(z_in.shape[0]), cross_attention_kwargs=xa_kwargs,
+                        return_dict=False)[0].float()
         if not self.guided:
             return eps
         eps_uncond, eps_cond = eps.chunk(2)

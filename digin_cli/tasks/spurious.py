@@ -14,8 +14,10 @@ Outputs per item ``<class>/feature_<i>/``: explain's (prompt.safetensors, sample
 the samples and their mask overlays one file each, overlays.png, and metrics.json with r, boxes and scores per sample
 and seconds per stage (optimise / sample / segment). Per class:
 ``<class>/table.csv`` and ``<class>/grid.png`` (one row of overlays per feature). With ``task.annotations``:
-``agreement.csv`` (overall, per group column, per derived bias level) and its table, and
-``agreement_by_delta.csv`` (overall agreement for δ = 0, 0.05, ..., 1 from the same r values).
+``agreement.csv`` (overall, per group column, per derived bias level, at ``task.delta``; and beside the overall row
+the held-out agreement of a δ cross-validated over ``task.cv_folds`` folds of classes, mean and spread over folds)
+and its table, and ``agreement_by_delta.csv`` (overall agreement for δ = 0, 0.05, ..., 1 from the same r values: an
+in-sample analysis of δ, not a result, since every δ is scored on the labels it would be read off).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from PIL import Image
 
 from digin_cli.classifiers import resolve_class
 from digin_cli.context import RunContext
-from digin_cli.data.annotations import Annotations, agreement, agreement_by_delta, check_delta, decide, write_agreement
+from digin_cli.data.annotations import (Annotations, agreement, agreement_by_delta, check_delta, check_folds,
+                                        cross_validated_delta, decide, write_agreement)
 from digin_cli.errors import DiginError
 from digin_cli.explainer import explanation_objective
 from digin_cli.io.atomic import atomic_write_text
@@ -43,6 +46,7 @@ from digin_cli.tasks.common.neurons import check_feature, class_files, features_
 from digin_cli.tasks.common.real_images import overlay
 
 log = logging.getLogger(__name__)
+DELTAS = [k / 20 for k in range(21)]  # the δ grid of agreement_by_delta.csv and of the cross-validated choice
 
 KEY_IMAGES = ["overlays.png", "samples.png", "loss.png"]  # report.html: the class name's masks over the samples first
 ITEM_KEYS = ["classes", "features", "annotations", "top_k"]  # task keys that only choose items (resume)
@@ -149,6 +153,7 @@ def run(ctx: RunContext) -> dict:
     task, cfg = ctx.cfg.task, ctx.cfg
     # Everything that needs no model is checked first: a bad input fails in a second and writes nothing.
     delta = check_delta(task.delta)
+    folds = check_folds(task.get("cv_folds", 5))
     num_samples = int(task.num_samples)
     if num_samples < 1:
         raise DiginError(f"task.num_samples must be >= 1, got {num_samples} — the paper uses 10")
@@ -219,13 +224,18 @@ def run(ctx: RunContext) -> dict:
     if annotations is not None:
         predicted = {(r["class"], int(r["feature"])): r["label"] for r in rows if r.get("label") in ("core",
                                                                                                      "spurious")}
-        table = agreement(predicted, annotations)
+        table = [row | {"delta": delta} for row in agreement(predicted, annotations)]
+        # δ is not given in the paper: the same r values answer every δ. The cross-validated row picks δ on other
+        # classes' labels only; agreement_by_delta.csv scores every δ in-sample (an analysis, not a result).
+        fractions = {(r["class"], int(r["feature"])): list(r["r"]) for r in rows if r.get("r")}
+        cv = cross_validated_delta(fractions, annotations, DELTAS, folds)
+        if cv["agreement"] is None:
+            log.warning("no cross-validated delta: %s", cv["value"])
+        table.insert(1, cv)
         write_agreement(ctx.output_dir / "agreement.csv", table)
         print_table(f"agreement with {Path(task.annotations).name}", table)
-        # δ is not given in the paper: the same r values answer every δ (agreement_by_delta.csv).
-        fractions = {(r["class"], int(r["feature"])): list(r["r"]) for r in rows if r.get("r")}
-        write_agreement(ctx.output_dir / "agreement_by_delta.csv",
-                        agreement_by_delta(fractions, annotations, [k / 20 for k in range(21)]))
+        write_agreement(ctx.output_dir / "agreement_by_delta.csv", agreement_by_delta(fractions, annotations, DELTAS))
         counts["agreement"] = table[0]["agreement"]
-        ctx.tracker.summary({"agreement": table[0]["agreement"]})
+        counts["agreement_cv"] = cv["agreement"]
+        ctx.tracker.summary({"agreement": table[0]["agreement"], "agreement_cv": cv["agreement"]})
     return counts

@@ -2,6 +2,7 @@
 
 import copy
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,3 +86,89 @@ def test_checkpointed_gradients_equal_plain_backprop(tiny_lcm_sd):
         assert a.abs().sum() > 0
         assert ((a - b).norm() / a.norm()).item() <= 1e-5
     assert all(plain[1][i].abs().sum() > 0 for i in range(tiny_lcm_sd.num_steps))
+
+
+# --- A guidance-distilled LCM (UNet with time_cond_proj_dim, e.g. LCM_Dreamshaper_v7), not a LoRA ---------------
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory):
+    """A tiny distilled-LCM pipeline saved by diffusers' LatentConsistencyModelPipeline, then loaded twice from the
+    folder: by that pipeline (the reference) and by our generator loader (``generator.pretrained=<folder>``)."""
+    from diffusers import LatentConsistencyModelPipeline
+    from omegaconf import OmegaConf
+
+    from digin_cli.generation.models import load_generator
+
+    parts = tiny_pipeline(0, time_cond_proj_dim=32)
+    folder = tmp_path_factory.mktemp("tiny-lcm-distilled")
+    LatentConsistencyModelPipeline(vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
+                                   unet=parts.unet, scheduler=LCMScheduler.from_config(parts.scheduler.config),
+                                   safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False).save_pretrained(folder)
+    reference = LatentConsistencyModelPipeline.from_pretrained(folder)
+    reference.set_progress_bar_config(disable=True)
+    cfg = OmegaConf.create({"source": "pretrained", "pretrained": str(folder), "sampler": "lcm", "num_steps": 4,
+                            "guidance_scale": 8.0, "resolution": 64})
+    return reference, load_generator(cfg)
+
+
+def _distilled_image(sd, num_steps, guidance, seed=7):
+    sd = _with_settings(sd, num_steps, guidance)
+    sampler = LCMSampler(sd)
+    z_T, noise = sampler.seeded_start(seed)
+    with torch.no_grad():
+        return sampler.decode(sampler.sample(z_T, sd.encode_prompt(PROMPT), None, noise=noise).latents)
+
+
+@pytest.mark.parametrize("num_steps,guidance", [(4, 8.0), (1, 8.0), (4, 1.0), (2, 3.0)])
+def test_distilled_lcm_equals_diffusers_latent_consistency_pipeline(distilled, num_steps, guidance):
+    reference_pipe, sd = distilled
+    assert sd.distilled_lcm and not LCMSampler(sd).guided  # no unconditional branch, at any scale
+    with torch.no_grad():
+        reference = reference_pipe(PROMPT, num_inference_steps=num_steps, guidance_scale=guidance, height=64,
+                                   width=64, output_type="pt", generator=torch.Generator("cpu").manual_seed(7)).images
+    assert (_distilled_image(sd, num_steps, guidance) - reference).abs().max().item() <= 1e-5
+    assert reference.std() > 1e-3
+
+
+def test_distilled_lcm_guidance_enters_through_the_embedding(distilled):
+    # The w-embedding is live: a different scale is a different image (so the match above is not vacuous), and
+    # at scale 1 the embedding of w = 0 (cos terms = 1) still differs from passing none.
+    _, sd = distilled
+    assert (_distilled_image(sd, 4, 8.0) - _distilled_image(sd, 4, 1.0)).abs().max() > 1e-3
+    sampler = LCMSampler(_with_settings(sd, 4, 1.0))
+    emb = sampler.guidance_condition(2)
+    assert emb.shape == (2, 32) and torch.equal(emb[:, 16:], torch.ones(2, 16))
+
+
+def test_distilled_lcm_checkpointed_gradients_equal_plain_backprop(distilled):
+    _, sd = distilled
+    plain, ckpt = _grads(sd, False), _grads(sd, True)
+    for a, b in zip(plain, ckpt):
+        assert a.abs().sum() > 0
+        assert ((a - b).norm() / a.norm()).item() <= 1e-5
+
+
+def test_ddim_refuses_a_distilled_lcm_in_one_line(distilled):
+    from digin_cli.errors import DiginError
+    from digin_cli.generation.sampler import DDIMSampler
+
+    with pytest.raises(DiginError, match="distilled latent consistency model .* use generator.sampler=lcm") as info:
+        DDIMSampler(distilled[1])
+    assert "\n" not in str(info.value)
+
+
+def test_lcm_dreamshaper_config_is_a_distilled_lcm_and_fails_offline_in_one_line(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    from omegaconf import OmegaConf
+
+    from digin_cli.errors import DiginError
+    from digin_cli.generation.models import load_generator
+
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "generator" / "lcm_dreamshaper.yaml")
+    assert (cfg.pretrained, cfg.sampler, cfg.lora, cfg.guidance_scale) == ("SimianLuo/LCM_Dreamshaper_v7", "lcm",
+                                                                           None, 8.0)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty cache
+    with pytest.raises(DiginError, match="SimianLuo/LCM_Dreamshaper_v7.*HF_HUB_OFFLINE") as info:
+        load_generator(cfg)
+    assert "\n" not in str(info.value)

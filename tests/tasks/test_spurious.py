@@ -99,6 +99,11 @@ def test_end_to_end_writes_table_grids_agreement_and_resumes(workdir):
     expected = sum(row["label"] == annotated for row, annotated in zip(table, ["core", "spurious"]))
     assert int(agreement[("all", "all")]["agree"]) == expected and agreement[("bias", "medium")]["features"] == "2"
     assert ("animacy", "animate") in agreement
+    # One annotated class: no class to hold out, so the cross-validated δ row says why instead of a number.
+    cv = agreement[("all, delta cross-validated", "needs results for >= 2 annotated classes")]
+    assert cv["agreement"] == "" and agreement[("all", "all")]["delta"] == "0.5"
+    by_delta = list(csv.DictReader((run_dir / "agreement_by_delta.csv").open()))
+    assert len(by_delta) == 21 and all("not a result" in row["note"] for row in by_delta)
 
     # Resume: an interrupted run (no status.json) with one more feature redoes only the new item.
     finished = run_dir / "tench" / "feature_3" / "samples.png"
@@ -117,6 +122,7 @@ def test_end_to_end_writes_table_grids_agreement_and_resumes(workdir):
     ("class", ["task.classes=[tenchh]", "task.features=[1]"], ["tenchh", "tench"]),
     ("feature", ["task.classes=[tench]", "task.features=[64]"], ["feature 64 is out of range", "0..63"]),
     ("delta", ["task.classes=[tench]", "task.features=[1]", "task.delta=1.5"], ["task.delta", "[0, 1]"]),
+    ("folds", ["task.classes=[tench]", "task.features=[1]", "task.cv_folds=1"], ["task.cv_folds", ">= 2"]),
     ("segmenter", ["task.classes=[tench]", "task.features=[1]", "segmentation=tiny_sam"],
      ["segmentation=tiny_sam", "segmentation=grounded_sam"]),
 ])
