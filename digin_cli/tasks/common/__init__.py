@@ -105,11 +105,12 @@ def _read_metrics(item_dir: Path) -> dict | None:
 
 
 def save_optimisation(ctx: RunContext, item_dir: Path, result: OptimResult, caption: Callable[[dict], str],
-                      metrics: dict) -> None:
-    """Write init.png, best.png, the captioned iterate strip and (last, marking the item done) metrics.json."""
+                      metrics: dict, best_name: str = "best.png") -> None:
+    """Write init.png, the selected iterate (``best_name``: real-image tasks call it counterfactual.png, once), the
+    captioned iterate strip and (last, marking the item done) metrics.json."""
     writer = ctx.writer
     writer.save_image(item_dir, "init.png", result.initial.image)
-    writer.save_image(item_dir, "best.png", result.best.image)
+    writer.save_image(item_dir, best_name, result.best.image)
     kept = [i for i in result.iterates if i.image is not None]  # optimizer.keep_images_every
     writer.save_strip(item_dir, "iterates.png", [i.image for i in kept],
                       [f"it {i.index}{' *' if i.index == result.best_index else ''}\n{caption(i.metrics)}"
