@@ -53,6 +53,21 @@ def _classifier_options(cfg: DictConfig) -> None:
                              + " ".join(f"+{key}.{k}" for k in unknown) + f" (its options: {', '.join(accepted)})")
 
 
+def _real_image_options(cfg: DictConfig) -> None:
+    task = cfg.get("task")
+    if not isinstance(task, DictConfig):
+        return
+    fraction = task.get("crop_fraction", 0.8)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise DiginError(f"task.crop_fraction must be a number in (0, 1], got {fraction!r} — pass 0.8 (DiG-IN's "
+                         "centre crop) or 1.0 (the whole shorter side, for tightly framed images)")
+    skip = task.get("skip_unreadable", False)
+    if not isinstance(skip, bool):
+        raise DiginError(f"task.skip_unreadable must be true or false, got {skip!r} — pass "
+                         "task.skip_unreadable=true to skip undecodable images")
+
+
 def check_inputs(cfg: DictConfig) -> None:
     """All checks of this module (see the module docstring)."""
     _classifier_options(cfg)
+    _real_image_options(cfg)

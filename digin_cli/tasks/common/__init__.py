@@ -28,6 +28,7 @@ from digin_cli.io.progress import print_table, track
 from digin_cli.io.writer import Writer
 from digin_cli.optimize import OptimResult
 from digin_cli.task_registry import item_keys, key_images
+from digin_cli.tasks.common.inputs import skipped_rows
 
 
 def require_invertible_sampler(ctx: RunContext) -> None:
@@ -124,10 +125,15 @@ def save_optimisation(ctx: RunContext, item_dir: Path, result: OptimResult, capt
 
 
 def finish(ctx: RunContext, rows: list[dict], title: str, columns: list[str] | None = None) -> dict:
-    """summary.csv, the end-of-run table and the W&B summary; returns counts for status.json."""
+    """summary.csv (with the inputs ``task.skip_unreadable`` left out, as ``skipped``), the end-of-run table and the
+    W&B summary; returns counts for status.json."""
+    skipped = skipped_rows(ctx)
+    rows = [*rows, *skipped]
     ctx.writer.write_summary(rows)
     print_table(title, rows, columns)
-    counts = {"items": len(rows), "items_failed": sum(r.get("status") == "failed" for r in rows)}
+    counts = {"items": len(rows) - len(skipped), "items_failed": sum(r.get("status") == "failed" for r in rows)}
+    if skipped:
+        counts["inputs_skipped"] = len(skipped)
     ctx.tracker.summary(counts)
     if ctx.tracker.enabled:  # report.html's key images, one row per item
         table = lambda: report.key_image_table(ctx.output_dir, key_images(ctx.cfg.task.name))  # noqa: E731
