@@ -149,7 +149,8 @@ def test_the_preflight_reads_each_built_in_classifiers_options_as_inspect_does(n
     target = compose("config", overrides=[f"classifier={name}"]).classifier._target_
     params = inspect.signature(get_class(target)).parameters
     assert _init_parameters(target) == tuple(params)
-    assert {k for k in compose("config", overrides=[f"classifier={name}"]).classifier if not k.startswith("_")} <= set(params)
+    node = compose("config", overrides=[f"classifier={name}"]).classifier
+    assert {k for k in node if not k.startswith("_")} <= set(params)
 
 
 def test_suggest_key_finds_the_close_key_at_the_level_it_leaves_the_config():
@@ -160,4 +161,5 @@ def test_suggest_key_finds_the_close_key_at_the_level_it_leaves_the_config():
     assert suggest_key("+tsk.classes", cfg) == " (did you mean task.classes?)"
     assert suggest_key("optimizer.augment.nm", cfg) == " (did you mean optimizer.augment.num?)"
     assert suggest_key("task.zzzzzz", cfg) == ""
-    assert suggest_key("task.clases", compose("config", overrides=["task=vce"])) == " (did you mean task.image_classes?)"
+    vce = compose("config", overrides=["task=vce"])  # no task.classes there: the closest key it has
+    assert suggest_key("task.clases", vce) == " (did you mean task.image_classes?)"

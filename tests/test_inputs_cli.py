@@ -73,9 +73,11 @@ def test_skip_unreadable_runs_the_good_images_and_lists_the_bad_ones(folder, tmp
     assert "broken.jpg" in page and "empty.jpg" in page and 'class="status skipped"' in page
 
 
-@pytest.mark.parametrize("override,needle", [("task.crop_fraction=0", "task.crop_fraction must be a number in (0, 1]"),
-                                             ("task.crop_fraction=1.5", "1.5"),
-                                             ("task.skip_unreadable=maybe", "task.skip_unreadable must be true or false")])
+@pytest.mark.parametrize("override,needle", [
+    ("task.crop_fraction=0", "task.crop_fraction must be a number in (0, 1]"),
+    ("task.crop_fraction=1.5", "1.5"),
+    ("task.skip_unreadable=maybe", "task.skip_unreadable must be true or false"),
+])
 def test_bad_input_options_are_one_line_in_the_preflight(tmp_path, override, needle, folder):
     proc = digin(tmp_path, f"task.images={folder}", override)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("digin: error:")]

@@ -1,21 +1,7 @@
 """Real images as inputs for visual counterfactuals: one file, a folder of files, or ImageNet's validation set.
 
-Every image goes through :func:`preprocess`, the DiG-IN authors' preparation for Stable Diffusion at 512 px scaled
-to any resolution ``R``: the shorter side is resized to ``round(R / crop_fraction)`` (the authors' 0.8: 640 for 512,
-80 for 64) with bicubic interpolation, then the centre ``R x R`` is cropped. ``crop_fraction`` (``task.crop_fraction``)
-is the share of the shorter side kept: 0.8 is DiG-IN's ImageNet convention; 1.0 keeps the whole shorter side (a
-square image is then only resized), for images framed tightly around their object (CIFAR, CUB crops, product photos).
-Exactly, for a ``w x h`` image with ``h <= w`` (and likewise transposed), as torchvision's ``Resize(s)`` +
-``CenterCrop(R)`` do on a PIL image:
-
-- ``s = round(R / crop_fraction)``; new size ``(int(s * w / h), s)`` (the longer side is truncated, not rounded);
-- resampling is PIL's ``Image.resize(..., BICUBIC)``, which is antialiased (its kernel widens when shrinking);
-- the crop starts at ``top = int(round((s - R) / 2))``, ``left = int(round((int(s * w / h) - R) / 2))``;
-- the result is the crop's uint8 RGB values divided by 255, shaped ``(1, 3, R, R)``, float32 on the CPU.
-
-Before that every image becomes RGB: grayscale, CMYK and palette images by ``Image.convert("RGB")``; images with
-transparency (RGBA, LA, PA, palette with a transparent colour) are first composited over white, so transparent
-areas read as white rather than as whatever colour happens to be stored under them.
+Every image is read and prepared by :mod:`digin_cli.data.prepare` (the DiG-IN authors' resize and centre crop,
+``task.crop_fraction``), which also reports unreadable files.
 
 :func:`load_inputs` decodes and preprocesses every selected image before it returns, and :func:`verify_images` decodes
 files that are streamed later (feature statistics); the unreadable ones are reported together, in one line naming a
@@ -33,10 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torchvision.transforms.v2.functional as TF
-from PIL import Image, UnidentifiedImageError
-from torchvision.transforms import InterpolationMode
 
+from digin_cli.data.prepare import (CROP_FRACTION, Unreadable, decode, preprocess, read_all, short_side,
+                                    unreadable_error, verify_images)
 from digin_cli.errors import DiginError
 from digin_cli.io.writer import slug
 
@@ -46,7 +31,6 @@ __all__ = ["CROP_FRACTION", "IMAGE_EXTENSIONS", "InputImage", "class_image_files
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".JPEG")
-CROP_FRACTION = 0.8  # DiG-IN's centre crop: the shorter side resized to R / 0.8 (640 for 512), the centre R kept
 IMAGENET_VAL = "imagenet_val"  # the `source` value that selects paths.imagenet_val
 _SET_IMAGENET = "set paths.imagenet_val=/path/to/imagenet/val (class subfolders)"
 
@@ -72,39 +56,6 @@ class InputImage:
         return hashlib.sha256(pixels.numpy().tobytes()).hexdigest()[:16]
 
 
-def short_side(resolution: int, crop_fraction: float = CROP_FRACTION) -> int:
-    """Length the shorter side is resized to before the centre crop: ``round(resolution / crop_fraction)``
-    (``round(resolution * 640 / 512)`` at the authors' 0.8)."""
-    if not 0 < crop_fraction <= 1:
-        raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction!r}")
-    return max(int(resolution), round(resolution / crop_fraction))
-
-
-def _to_rgb(pil: Image.Image) -> Image.Image:
-    has_alpha = pil.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (pil.mode == "P" and "transparency" in pil.info)
-    if has_alpha:
-        rgba = pil.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return pil if pil.mode == "RGB" else pil.convert("RGB")
-
-
-def preprocess(pil: Image.Image, resolution: int, crop_fraction: float = CROP_FRACTION) -> torch.Tensor:
-    """PIL image -> ``(1, 3, R, R)`` float tensor in [0, 1]: RGB, shorter side to ``short_side(R, crop_fraction)``,
-    centre crop.
-
-    See the module docstring for the exact sizes and offsets.
-    """
-    if int(resolution) != resolution or resolution < 1:
-        raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
-    resolution = int(resolution)
-    rgb = _to_rgb(pil)
-    resized = TF.resize(rgb, [short_side(resolution, crop_fraction)], interpolation=InterpolationMode.BICUBIC,
-                        antialias=True)
-    cropped = TF.center_crop(resized, [resolution, resolution])
-    return (TF.pil_to_tensor(cropped).to(torch.float32) / 255.0).unsqueeze(0)
-
-
 # --- reading --------------------------------------------------------------------------------------------------
 
 
@@ -114,85 +65,6 @@ def _is_image_name(name: str, extensions: Iterable[str]) -> bool:
         return False
     suffix = os.path.splitext(name)[1].lower()
     return bool(suffix) and suffix in {e.lower() for e in extensions}
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-class Unreadable(Exception):
-    """An image file that cannot be decoded; ``reason`` is one short line."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path, self.reason = path, reason
-
-
-def _decode(path: Path, resolution: int | None, crop_fraction: float = CROP_FRACTION) -> torch.Tensor | None:
-    """Decode ``path`` fully (so truncated files fail here, not later) and preprocess it; ``resolution=None`` only
-    checks (JPEGs in draft mode: every coefficient is still read, the full-size image never built)."""
-    try:
-        if path.stat().st_size == 0:
-            raise Unreadable(path, "empty file")
-        with Image.open(path) as pil:
-            if resolution is None:
-                pil.draft("RGB", (64, 64))
-            pil.load()
-            return None if resolution is None else preprocess(pil, resolution, crop_fraction)
-    except UnidentifiedImageError:
-        reason = "not a recognised image format"
-    except Image.DecompressionBombError as e:
-        reason = _one_line(e)
-    except (OSError, SyntaxError, ValueError, EOFError) as e:  # truncated / damaged data, unreadable file
-        reason = _one_line(e) or type(e).__name__
-    raise Unreadable(path, reason)
-
-
-def unreadable_error(bad: Sequence[tuple[Path, str]], fix: str, shown: int = 5) -> DiginError:
-    """One line for every unreadable file at once: the first ``shown`` with their reasons, and the count."""
-    listed = "; ".join(f"{p} ({reason})" for p, reason in bad[:shown])
-    more = f"; … and {len(bad) - shown} more" if len(bad) > shown else ""
-    what = "image" if len(bad) == 1 else f"{len(bad)} images:"
-    return DiginError(f"cannot read {what} {listed}{more} — {fix}, or pass task.skip_unreadable=true to skip "
-                      f"{'it' if len(bad) == 1 else 'them'} (listed in summary.csv)")
-
-
-def _read_all(paths: Sequence[Path], resolution: int, crop_fraction: float, fix: str, skip: bool,
-              skipped: list | None) -> dict[Path, torch.Tensor]:
-    """Every path decoded and preprocessed; the unreadable ones raise together, or (``skip``) go to ``skipped``."""
-    good: dict[Path, torch.Tensor] = {}
-    bad: list[tuple[Path, str]] = []
-    for p in paths:
-        try:
-            good[p] = _decode(p, resolution, crop_fraction)
-        except Unreadable as e:
-            bad.append((p, e.reason))
-    if bad and not skip:
-        raise unreadable_error(bad, fix)
-    if skipped is not None:
-        skipped.extend(bad)
-    return good
-
-
-def verify_images(paths: Sequence[Path], fix: str, skip: bool = False,
-                  skipped: list | None = None) -> list[Path]:
-    """Decode-check ``paths`` (no preprocessing, no model) before they are streamed; the readable ones, in order.
-
-    Unreadable files raise one :func:`unreadable_error`, or with ``skip`` are appended to ``skipped`` as
-    ``(path, reason)`` and left out.
-    """
-    bad: list[tuple[Path, str]] = []
-    for p in paths:
-        try:
-            _decode(Path(p), None)
-        except Unreadable as e:
-            bad.append((Path(p), e.reason))
-    if bad and not skip:
-        raise unreadable_error(bad, fix)
-    if skipped is not None:
-        skipped.extend(bad)
-    dropped = {p for p, _ in bad}
-    return [p for p in paths if Path(p) not in dropped]
 
 
 def _accepted(extensions: Sequence[str]) -> str:
@@ -219,7 +91,7 @@ def _from_file(path: Path, resolution: int, extensions: Sequence[str], crop_frac
     if not _is_image_name(path.name, extensions):
         raise DiginError(f"not an image file: {path} (accepted: {_accepted(extensions)}) — "
                          f"pass task.images=<image file or folder of images>")
-    images = _read_all([path], resolution, crop_fraction, "pass a valid image as task.images", skip, skipped)
+    images = read_all([path], resolution, crop_fraction, "pass a valid image as task.images", skip, skipped)
     return [InputImage(image=images[path], name=_unique_names([path.stem])[0], path=path)] if images else []
 
 
@@ -236,7 +108,7 @@ def _from_folder(folder: Path, resolution: int, extensions: Sequence[str], crop_
                          f"put images there or pass task.images=<image file or folder>{hint}")
     paths = [folder / f for f in files]
     fix = "remove or replace those files, or pass another task.images"
-    images = _read_all(paths, resolution, crop_fraction, fix, skip, skipped)  # all decoded before anything returns
+    images = read_all(paths, resolution, crop_fraction, fix, skip, skipped)  # all decoded before anything returns
     # Names come from the whole listing: an image keeps its folder name whether or not a bad file is skipped.
     return [InputImage(image=images[p], name=name, path=p)
             for name, p in zip(_unique_names([p.stem for p in paths]), paths) if p in images]
@@ -302,7 +174,7 @@ def _from_imagenet(folder: Path, resolution: int, indices: Iterable[int] | None,
     else:
         chosen = _select(indices, len(items), folder)
     fix = f"remove or replace those files in {folder}, or pick other task.indices"
-    images = _read_all([items[i][0] for i in chosen], resolution, crop_fraction, fix, skip, skipped)
+    images = read_all([items[i][0] for i in chosen], resolution, crop_fraction, fix, skip, skipped)
     return [InputImage(image=images[items[i][0]], name=f"val_{i:05d}", path=items[i][0], label=items[i][1], index=i)
             for i in chosen if items[i][0] in images]
 
@@ -419,6 +291,6 @@ def image_batches(paths: Sequence[Path], resolution: int, batch_size: int,
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     for start in range(0, len(paths), batch_size):
         try:
-            yield torch.cat([_decode(Path(p), resolution, crop_fraction) for p in paths[start:start + batch_size]])
+            yield torch.cat([decode(Path(p), resolution, crop_fraction) for p in paths[start:start + batch_size]])
         except Unreadable as e:  # changed since verify_images checked it, or a caller that did not check
             raise unreadable_error([(e.path, e.reason)], "remove or replace that file") from None
