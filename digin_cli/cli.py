@@ -10,6 +10,7 @@ reaches Hydra.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -18,7 +19,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from digin_cli.configs import CONF_DIR, GROUPS, check_config, options, register
-from digin_cli.errors import DiginError, suggest
+from digin_cli.errors import DiginError, suggest, suggest_key
 
 register()
 
@@ -61,6 +62,22 @@ def _check_creatable(folder: Path, key: str) -> None:
                          f"{key}=/a/writable/folder") from None
 
 
+def _close_key(key: str, overrides: list[str]) -> str:
+    """A close existing key for an override Hydra could not apply, from the config composed without it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    rest = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name="digin"):
+            return suggest_key(key, compose("config", overrides=rest))
+    except Exception:  # another override is broken too: the plain message still names the key
+        return ""
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def preflight(argv: list[str]) -> None:
     """Validate the command line the way the job will see it, without running anything."""
     from hydra import compose, initialize_config_dir
@@ -100,7 +117,9 @@ def preflight(argv: list[str]) -> None:
         if append.startswith(("+classifier.model.", "+classifier2.model.")):
             # classifier=torch_module: the user's own model takes keyword arguments no config file can list.
             raise DiginError(f"{lines[0]} — arguments of your model are new keys: write {append}") from None
-        raise DiginError(f"{lines[0]} — see digin --help for groups and options") from None
+        unknown = re.match(r"Could not override '([^']+)'", lines[0])
+        hint = _close_key(unknown.group(1), single) if unknown and append else ""
+        raise DiginError(f"{lines[0].rstrip('.')}{hint} — see digin --help for groups and options") from None
     finally:
         GlobalHydra.instance().clear()
     _check_writable(Path(str(cfg.paths.output_root)).expanduser())

@@ -11,6 +11,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from digin_cli.config_checks import check_inputs
 from digin_cli.errors import DiginError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -146,6 +147,7 @@ def check_config(cfg: DictConfig) -> None:
         raise DiginError(f"unknown optimizer.select '{cfg.optimizer.select}' — use optimizer.select=best or last")
     _number(cfg, "optimizer.keep_images_every", int, 1, optional=True, example="1")
     check_precision(cfg)
+    check_inputs(cfg)
 
 
 NO_GRADIENT_TASKS = ("sample",)

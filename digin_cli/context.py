@@ -32,6 +32,8 @@ class RunContext:
     rng: torch.Generator | None = None
     """The random source of cutouts, noise and any sampling, on the run's device; ``run_items`` reseeds it per item
     from (seed, item key)."""
+    skipped: list = field(default_factory=list)
+    """``(path, reason)`` of input images ``task.skip_unreadable`` left out; ``finish`` lists them in summary.csv."""
 
     def __post_init__(self):
         if self.rng is None:

@@ -61,3 +61,22 @@ def instantiate(cfg, **kwargs):
         if cause is not None:
             raise cause from None
         raise
+
+
+def suggest_key(dotted: str, cfg) -> str:
+    """' (did you mean task.classes?)' for a mistyped dotted config key, from the keys at the level where it
+    leaves ``cfg`` (any nested mapping, e.g. the composed DictConfig); '' when nothing is close."""
+    parts = dotted.lstrip("+~").split(".")
+    node = cfg
+    for depth, part in enumerate(parts):
+        keys = [str(k) for k in node.keys()] if hasattr(node, "keys") else []
+        if part in keys and depth < len(parts) - 1:
+            try:
+                node = node[part]
+                continue
+            except Exception:  # a mandatory '???' leaf: no keys below it
+                return ""
+        close = difflib.get_close_matches(part, [k for k in keys if k != part], n=1, cutoff=0.6)
+        full = [".".join([*parts[:depth], c, *parts[depth + 1:]]) for c in close]
+        return f" (did you mean {full[0]}?)" if full else ""
+    return ""

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from digin_cli.classifiers.base import Classifier
-from digin_cli.data.images import image_batches
+from digin_cli.data.images import CROP_FRACTION, image_batches
 from digin_cli.io.atomic import atomic_write_bytes
 from digin_cli.io.progress import track
 
@@ -64,10 +64,10 @@ class FeatureCache:
         self.root = Path(root)
 
     @staticmethod
-    def key(classifier: str, files: Sequence[Path], resolution: int) -> str:
-        """sha256 of the classifier identity, the resolution and every file's absolute path, size and mtime."""
-        digest = hashlib.sha256(json.dumps({"format": _FORMAT, "classifier": classifier,
-                                            "resolution": int(resolution)}, sort_keys=True).encode())
+    def key(classifier: str, files: Sequence[Path], resolution: int, crop_fraction: float = CROP_FRACTION) -> str:
+        """sha256 of the classifier identity, the resolution and crop, and every file's absolute path, size, mtime."""
+        digest = hashlib.sha256(json.dumps({"format": _FORMAT, "classifier": classifier, "resolution": int(resolution),
+                                            "crop_fraction": float(crop_fraction)}, sort_keys=True).encode())
         for f in files:
             st = os.stat(f)
             digest.update(f"{os.path.abspath(f)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -120,22 +120,24 @@ class FeatureCache:
 
 @torch.no_grad()
 def extract_features(classifier: Classifier, files: Sequence[Path], resolution: int, batch_size: int = 32,
-                     description: str = "features") -> torch.Tensor:
+                     description: str = "features", crop_fraction: float = CROP_FRACTION) -> torch.Tensor:
     """``(N, F)`` float32 features of ``files`` on the CPU, streamed in batches through ``classifier``."""
     device = next(iter(classifier.buffers())).device
     chunks = [classifier.features(batch.to(device)).float().cpu()
-              for batch in track(image_batches(files, resolution, batch_size), description,
+              for batch in track(image_batches(files, resolution, batch_size, crop_fraction), description,
                                  total=-(-len(files) // batch_size))]
     return torch.cat(chunks)
 
 
 def image_features(classifier: Classifier, files: Sequence[Path], resolution: int, cache: FeatureCache | None,
-                   identity: str, batch_size: int = 32, description: str = "features") -> torch.Tensor:
+                   identity: str, batch_size: int = 32, description: str = "features",
+                   crop_fraction: float = CROP_FRACTION) -> torch.Tensor:
     """Features of ``files``, from ``cache`` when it holds them (keyed by ``identity``, see :func:`classifier_key`)."""
-    compute = lambda: extract_features(classifier, files, resolution, batch_size, description)  # noqa: E731
+    compute = lambda: extract_features(classifier, files, resolution, batch_size, description,  # noqa: E731
+                                       crop_fraction)
     if cache is None:
         return compute()
-    return cache.get_or_compute(FeatureCache.key(identity, files, resolution), files, compute)
+    return cache.get_or_compute(FeatureCache.key(identity, files, resolution, crop_fraction), files, compute)
 
 
 def class_feature_ranking(features: torch.Tensor, weight: torch.Tensor, target: int, top_k: int) -> list[dict]:

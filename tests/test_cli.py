@@ -167,14 +167,28 @@ def test_bad_overrides_fail_before_any_output(tmp_path, override, needles):
 
 
 @pytest.mark.parametrize("overrides,needles", [
-    (["+classifier.bogus=1"], ["classifier 'tiny_a' has no option bogus", "~classifier.bogus", "input_size"]),
+    (["+classifier.bogus=1"], ["classifier 'tiny_a' has no option bogus", "+classifier.bogus", "input_size"]),
+    (["classifier=resnet50", "+classifier.bogus=1"], ["classifier 'resnet50' has no option bogus", "checkpoint"]),
+    (["classifier=clip_vit_b16_zeroshot", "+classifier.bogus=1"], ["'clip_vit_b16_zeroshot' has no option bogus"]),
+    (["+classifier2.bogus=1"], ["classifier 'tiny_b' has no option bogus", "+classifier2.bogus"]),
     (["classifier=convnext_b", "classifier.grad_checkpointing=maybe"],
      ["classifier.grad_checkpointing must be true, false or auto", "maybe"]),
 ])
 def test_bad_classifier_options_give_one_line(tmp_path, overrides, needles):
     proc = digin(*FAST, *overrides, f"paths.output_root={tmp_path}")
     assert_one_line_error(proc, *needles)
-    assert not list(tmp_path.rglob("*.png"))
+    assert not list(tmp_path.rglob("*")), "the pre-flight refuses it: no run folder, no model loaded"
+
+
+@pytest.mark.parametrize("override,needles", [
+    ("task.clases=[koala]", ["Could not override 'task.clases'", "did you mean task.classes"]),
+    ("optimizer.lrr=0.1", ["Could not override 'optimizer.lrr'", "did you mean optimizer.lr?"]),
+    ("tsk.classes=[koala]", ["did you mean task.classes?"]),
+])
+def test_a_mistyped_key_suggests_the_close_key_of_the_composed_config(tmp_path, override, needles):
+    proc = digin(*FAST, override, f"paths.output_root={tmp_path}")
+    assert_one_line_error(proc, *needles)
+    assert not list(tmp_path.rglob("*"))
 
 
 def test_a_bad_value_anywhere_in_a_sweep_fails_before_any_job(tmp_path):

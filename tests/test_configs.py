@@ -138,3 +138,29 @@ def test_bad_sampler_and_selection_values_are_one_line_errors():
                              "optimizer.select="), ("optimizer.keep_images_every=0", "keep_images_every")]:
         with pytest.raises(DiginError, match=needle):
             check_config(compose("config", overrides=[override]))
+
+
+@pytest.mark.parametrize("name", options("classifier"))
+def test_the_preflight_reads_each_built_in_classifiers_options_as_inspect_does(name):
+    # config_checks reads __init__ from source (no torch import in the pre-flight): it must agree with the class.
+    import inspect
+
+    from digin_cli.config_checks import _init_parameters
+
+    target = compose("config", overrides=[f"classifier={name}"]).classifier._target_
+    params = inspect.signature(get_class(target)).parameters
+    assert _init_parameters(target) == tuple(params)
+    node = compose("config", overrides=[f"classifier={name}"]).classifier
+    assert {k for k in node if not k.startswith("_")} <= set(params)
+
+
+def test_suggest_key_finds_the_close_key_at_the_level_it_leaves_the_config():
+    from digin_cli.errors import suggest_key
+
+    cfg = compose("config", overrides=["task=disagreement"])
+    assert suggest_key("task.clases", cfg) == " (did you mean task.classes?)"
+    assert suggest_key("+tsk.classes", cfg) == " (did you mean task.classes?)"
+    assert suggest_key("optimizer.augment.nm", cfg) == " (did you mean optimizer.augment.num?)"
+    assert suggest_key("task.zzzzzz", cfg) == ""
+    vce = compose("config", overrides=["task=vce"])  # no task.classes there: the closest key it has
+    assert suggest_key("task.clases", vce) == " (did you mean task.image_classes?)"

@@ -47,6 +47,7 @@ def test_counterfactual_end_to_end_raises_target_and_mask_keeps_background(workd
     for name in ("original.png", "reconstruction.png", "init.png", "counterfactual.png", "mask_overlay.png",
                  "attention.png", "iterates.png"):
         assert Image.open(item / name).size[1] >= 64, name
+    assert not (item / "best.png").exists(), "the selected iterate is written once, as counterfactual.png"
     summary = metrics["summary"]
     iterates = metrics["iterates"]
     # The optimisation raises the classifier's target probability over the prompt-to-prompt start and the original.

@@ -9,6 +9,8 @@ statistics. This module reduces all of them to the plain state dict of the bare 
 from __future__ import annotations
 
 import os
+import re
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -50,9 +52,20 @@ def _unwrap(obj: object) -> Mapping[str, torch.Tensor]:
     return obj
 
 
+def _strip(key: str, prefix: str) -> str:
+    """``key`` without ``prefix``; a ``_metadata`` module key equal to the bare prefix name is the root ''."""
+    return key[len(prefix):] if key.startswith(prefix) else ("" if key == prefix[:-1] else key)
+
+
 def clean_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip wrapper prefixes and drop adversarial-training leftovers."""
-    out: dict[str, torch.Tensor] = {}
+    """Strip wrapper prefixes and drop adversarial-training leftovers.
+
+    The state dict's ``_metadata`` (per-module versions, which torch's loaders read to upgrade old formats, e.g.
+    BatchNorm's missing ``num_batches_tracked``) follows the same renaming, so the strict load decides as it would
+    on the unwrapped network.
+    """
+    out: dict[str, torch.Tensor] = OrderedDict()
+    meta = dict(getattr(state, "_metadata", None) or {})
     for key, value in state.items():
         # DataParallel wraps every key, so stripping it per key is safe.
         while key.startswith("module."):
@@ -60,12 +73,18 @@ def clean_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
         if key.startswith(_DROP_PREFIXES):
             continue
         out[key] = value
+    for _ in range(8):  # nested DataParallel wrappers; a few levels at most
+        meta = {_strip(k, "module."): v for k, v in meta.items()}
+    meta = {k: v for k, v in meta.items() if not (k + ".").startswith(_DROP_PREFIXES)}
     # 'model.' is only a wrapper when every key carries it; per key it could be a real submodule name.
     while out:
         prefix = next((p for p in _STRIP_PREFIXES if all(k.startswith(p) for k in out)), None)
         if prefix is None:
             break
-        out = {k[len(prefix) :]: v for k, v in out.items()}
+        out = OrderedDict((k[len(prefix) :], v) for k, v in out.items())
+        meta = {_strip(k, prefix): v for k, v in meta.items() if k.startswith(prefix) or k == prefix[:-1]}
+    if meta:
+        out._metadata = meta  # type: ignore[attr-defined]
     return out
 
 
@@ -85,27 +104,35 @@ def _few(keys: list[str], n: int = 4) -> str:
     return shown + (f", … (+{len(keys) - n})" if len(keys) > n else "")
 
 
+def _incompatible(message: str) -> list[str]:
+    """torch's strict-load error text -> short parts (missing / unexpected / shape keys, or its own first line)."""
+    quoted = lambda line: re.findall(r'"([^"]+)"', line)  # noqa: E731
+    missing = [k for line in message.splitlines() if "Missing key(s)" in line for k in quoted(line)]
+    unexpected = [k for line in message.splitlines() if "Unexpected key(s)" in line for k in quoted(line)]
+    shape = re.findall(r"size mismatch for ([^:\s]+):", message)
+    parts = [f"{label}: {_few(keys)}" for label, keys in
+             (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", shape)) if keys]
+    if not parts:  # a module's own loader complained about something else
+        lines = [line.strip() for line in message.splitlines() if line.strip()]
+        parts = [" ".join(lines[1:2] or lines[:1])[:300]]
+    return parts
+
+
 def load_into(model: nn.Module, path: str | os.PathLike, trusted: bool = False,
               fix: str = "check that classifier.name matches the checkpoint's architecture") -> None:
-    """Load ``path`` strictly into ``model``; a mismatch is a user error naming a few offending keys and ``fix``."""
+    """Load ``path`` into ``model`` exactly when ``model.load_state_dict(strict=True)`` accepts it.
+
+    torch decides (its loaders fill what older formats lack, e.g. BatchNorm's ``num_batches_tracked``); its error
+    becomes a user error naming a few offending keys and ``fix``.
+    """
     state = load_state_dict_file(path, trusted=trusted)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shape = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shape:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_few(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_few(unexpected)}")
-        if shape:
-            parts.append(f"shape mismatch: {_few(shape)}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
         raise DiginError(
-            f"classifier checkpoint {path} does not fit the {type(model).__name__} architecture ({'; '.join(parts)})"
-            f" — {fix}"
-        )
-    model.load_state_dict(state, strict=True)
+            f"classifier checkpoint {path} does not fit the {type(model).__name__} architecture "
+            f"({'; '.join(_incompatible(str(e)))}) — {fix}"
+        ) from None
 
 
 def is_download_error(exc: BaseException) -> bool:

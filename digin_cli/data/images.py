@@ -1,21 +1,11 @@
 """Real images as inputs for visual counterfactuals: one file, a folder of files, or ImageNet's validation set.
 
-Every image goes through :func:`preprocess`, the DiG-IN authors' preparation for Stable Diffusion at 512 px scaled
-to any resolution ``R``: the shorter side is resized to ``round(R * 640 / 512)`` (640 for 512, 80 for 64) with
-bicubic interpolation, then the centre ``R x R`` is cropped. Exactly, for a ``w x h`` image with ``h <= w`` (and
-likewise transposed), as torchvision's ``Resize(s)`` + ``CenterCrop(R)`` do on a PIL image:
+Every image is read and prepared by :mod:`digin_cli.data.prepare` (the DiG-IN authors' resize and centre crop,
+``task.crop_fraction``), which also reports unreadable files.
 
-- ``s = round(R * 640 / 512)``; new size ``(int(s * w / h), s)`` (the longer side is truncated, not rounded);
-- resampling is PIL's ``Image.resize(..., BICUBIC)``, which is antialiased (its kernel widens when shrinking);
-- the crop starts at ``top = int(round((s - R) / 2))``, ``left = int(round((int(s * w / h) - R) / 2))``;
-- the result is the crop's uint8 RGB values divided by 255, shaped ``(1, 3, R, R)``, float32 on the CPU.
-
-Before that every image becomes RGB: grayscale, CMYK and palette images by ``Image.convert("RGB")``; images with
-transparency (RGBA, LA, PA, palette with a transparent colour) are first composited over white, so transparent
-areas read as white rather than as whatever colour happens to be stored under them.
-
-:func:`load_inputs` decodes and preprocesses every selected image before it returns, so an unreadable file stops a
-job before it writes anything.
+:func:`load_inputs` decodes and preprocesses every selected image before it returns, and :func:`verify_images` decodes
+files that are streamed later (feature statistics); the unreadable ones are reported together, in one line naming a
+few and the count, before a job writes anything, or skipped (``task.skip_unreadable``) and handed back to the caller.
 """
 
 from __future__ import annotations
@@ -29,15 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torchvision.transforms.v2.functional as TF
-from PIL import Image, UnidentifiedImageError
-from torchvision.transforms import InterpolationMode
 
+from digin_cli.data.prepare import (CROP_FRACTION, Unreadable, decode, preprocess, read_all, short_side,
+                                    unreadable_error, verify_images)
 from digin_cli.errors import DiginError
 from digin_cli.io.writer import slug
 
-__all__ = ["IMAGE_EXTENSIONS", "InputImage", "class_image_files", "image_batches", "image_files", "load_inputs",
-           "preprocess", "short_side"]
+__all__ = ["CROP_FRACTION", "IMAGE_EXTENSIONS", "InputImage", "class_image_files", "image_batches", "image_files",
+           "load_inputs", "preprocess", "short_side", "unreadable_error", "verify_images"]
 
 log = logging.getLogger(__name__)
 
@@ -67,34 +56,6 @@ class InputImage:
         return hashlib.sha256(pixels.numpy().tobytes()).hexdigest()[:16]
 
 
-def short_side(resolution: int) -> int:
-    """Length the shorter side is resized to before the centre crop: ``round(resolution * 640 / 512)``."""
-    return round(resolution * 640 / 512)
-
-
-def _to_rgb(pil: Image.Image) -> Image.Image:
-    has_alpha = pil.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (pil.mode == "P" and "transparency" in pil.info)
-    if has_alpha:
-        rgba = pil.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return pil if pil.mode == "RGB" else pil.convert("RGB")
-
-
-def preprocess(pil: Image.Image, resolution: int) -> torch.Tensor:
-    """PIL image -> ``(1, 3, R, R)`` float tensor in [0, 1]: RGB, shorter side to ``short_side(R)``, centre crop.
-
-    See the module docstring for the exact sizes and offsets.
-    """
-    if int(resolution) != resolution or resolution < 1:
-        raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
-    resolution = int(resolution)
-    rgb = _to_rgb(pil)
-    resized = TF.resize(rgb, [short_side(resolution)], interpolation=InterpolationMode.BICUBIC, antialias=True)
-    cropped = TF.center_crop(resized, [resolution, resolution])
-    return (TF.pil_to_tensor(cropped).to(torch.float32) / 255.0).unsqueeze(0)
-
-
 # --- reading --------------------------------------------------------------------------------------------------
 
 
@@ -104,25 +65,6 @@ def _is_image_name(name: str, extensions: Iterable[str]) -> bool:
         return False
     suffix = os.path.splitext(name)[1].lower()
     return bool(suffix) and suffix in {e.lower() for e in extensions}
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _read(path: Path, resolution: int, fix: str) -> torch.Tensor:
-    """Decode ``path`` fully (so truncated files fail here, not later) and preprocess it."""
-    try:
-        with Image.open(path) as pil:
-            pil.load()
-            return preprocess(pil, resolution)
-    except UnidentifiedImageError:
-        reason = "not a recognised image format"
-    except Image.DecompressionBombError as e:
-        reason = _one_line(e)
-    except (OSError, SyntaxError, ValueError, EOFError) as e:  # truncated / damaged data, unreadable file
-        reason = _one_line(e) or type(e).__name__
-    raise DiginError(f"cannot read image {path} ({reason}) — {fix}")
 
 
 def _accepted(extensions: Sequence[str]) -> str:
@@ -144,15 +86,17 @@ def _unique_names(stems: Sequence[str]) -> list[str]:
     return names
 
 
-def _from_file(path: Path, resolution: int, extensions: Sequence[str]) -> list[InputImage]:
+def _from_file(path: Path, resolution: int, extensions: Sequence[str], crop_fraction: float, skip: bool,
+               skipped: list | None) -> list[InputImage]:
     if not _is_image_name(path.name, extensions):
         raise DiginError(f"not an image file: {path} (accepted: {_accepted(extensions)}) — "
                          f"pass task.images=<image file or folder of images>")
-    image = _read(path, resolution, fix="pass a valid image as task.images")
-    return [InputImage(image=image, name=_unique_names([path.stem])[0], path=path)]
+    images = read_all([path], resolution, crop_fraction, "pass a valid image as task.images", skip, skipped)
+    return [InputImage(image=images[path], name=_unique_names([path.stem])[0], path=path)] if images else []
 
 
-def _from_folder(folder: Path, resolution: int, extensions: Sequence[str]) -> list[InputImage]:
+def _from_folder(folder: Path, resolution: int, extensions: Sequence[str], crop_fraction: float, skip: bool,
+                 skipped: list | None) -> list[InputImage]:
     with os.scandir(folder) as entries:
         files = sorted(e.name for e in entries if _is_image_name(e.name, extensions) and e.is_file())
     if not files:
@@ -163,10 +107,11 @@ def _from_folder(folder: Path, resolution: int, extensions: Sequence[str]) -> li
         raise DiginError(f"no images in {folder} (non-recursive; accepted: {_accepted(extensions)}) — "
                          f"put images there or pass task.images=<image file or folder>{hint}")
     paths = [folder / f for f in files]
-    fix = "remove or replace that file, or pass another task.images"
-    images = [_read(p, resolution, fix) for p in paths]  # all decoded before anything is returned
-    return [InputImage(image=im, name=name, path=p)
-            for im, name, p in zip(images, _unique_names([p.stem for p in paths]), paths)]
+    fix = "remove or replace those files, or pass another task.images"
+    images = read_all(paths, resolution, crop_fraction, fix, skip, skipped)  # all decoded before anything returns
+    # Names come from the whole listing: an image keeps its folder name whether or not a bad file is skipped.
+    return [InputImage(image=images[p], name=name, path=p)
+            for name, p in zip(_unique_names([p.stem for p in paths]), paths) if p in images]
 
 
 def _imagenet_listing(folder: Path, extensions: Sequence[str]) -> tuple[tuple[str, ...], tuple[tuple[Path, int], ...]]:
@@ -214,7 +159,8 @@ def _select(indices: Iterable[int], n: int, folder: Path) -> list[int]:
 
 
 def _from_imagenet(folder: Path, resolution: int, indices: Iterable[int] | None,
-                   class_names: Sequence[str] | None, extensions: Sequence[str]) -> list[InputImage]:
+                   class_names: Sequence[str] | None, extensions: Sequence[str], crop_fraction: float, skip: bool,
+                   skipped: list | None) -> list[InputImage]:
     classes, items = _imagenet_listing(folder, extensions)
     if class_names is not None and len(class_names) != len(classes):
         raise DiginError(f"{folder} has {len(classes)} class folders but the classifier has {len(class_names)} "
@@ -227,15 +173,16 @@ def _from_imagenet(folder: Path, resolution: int, indices: Iterable[int] | None,
         chosen = list(range(len(items)))
     else:
         chosen = _select(indices, len(items), folder)
-    fix = f"remove or replace that file in {folder}, or pick other task.indices"
-    images = [_read(items[i][0], resolution, fix) for i in chosen]  # all decoded before anything is returned
-    return [InputImage(image=im, name=f"val_{i:05d}", path=items[i][0], label=items[i][1], index=i)
-            for im, i in zip(images, chosen)]
+    fix = f"remove or replace those files in {folder}, or pick other task.indices"
+    images = read_all([items[i][0] for i in chosen], resolution, crop_fraction, fix, skip, skipped)
+    return [InputImage(image=images[items[i][0]], name=f"val_{i:05d}", path=items[i][0], label=items[i][1], index=i)
+            for i in chosen if items[i][0] in images]
 
 
 def load_inputs(source: str | os.PathLike | None, resolution: int, imagenet_val: str | os.PathLike | None = None,
                 indices: Iterable[int] | None = None, class_names: Sequence[str] | None = None,
-                extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[InputImage]:
+                extensions: Sequence[str] = IMAGE_EXTENSIONS, crop_fraction: float = CROP_FRACTION,
+                skip_unreadable: bool = False, skipped: list | None = None) -> list[InputImage]:
     """Load and preprocess the input images a task works on.
 
     - ``source`` an image file: that image (label None);
@@ -245,16 +192,19 @@ def load_inputs(source: str | os.PathLike | None, resolution: int, imagenet_val:
       warning). If ``class_names`` is given, the folder must hold exactly that many class folders.
 
     ``indices`` applies to the ImageNet mode only (a warning says it is ignored otherwise). Extensions match
-    case-insensitively. Every selected image is decoded before this returns; problems raise :class:`DiginError`.
+    case-insensitively. Every selected image is decoded before this returns; problems raise :class:`DiginError`,
+    all unreadable files in one line, or, with ``skip_unreadable``, those are left out and appended to ``skipped``
+    as ``(path, reason)``. ``crop_fraction``: see the module docstring.
     """
+    opts = dict(crop_fraction=crop_fraction, skip=skip_unreadable, skipped=skipped)
     if source is not None and str(source) not in ("", IMAGENET_VAL):
         path = Path(os.path.expanduser(str(source)))
         if indices is not None:
             log.warning("task.indices applies to paths.imagenet_val only; ignored for task.images=%s", path)
         if path.is_dir():
-            return _from_folder(path, resolution, extensions)
+            return _from_folder(path, resolution, extensions, **opts)
         if path.is_file():
-            return _from_file(path, resolution, extensions)
+            return _from_file(path, resolution, extensions, **opts)
         raise DiginError(f"image not found: {path} — pass task.images=<file or folder>")
     if imagenet_val is None or str(imagenet_val) == "":
         if source is None or str(source) == "":
@@ -263,7 +213,7 @@ def load_inputs(source: str | os.PathLike | None, resolution: int, imagenet_val:
     folder = Path(os.path.expanduser(str(imagenet_val)))
     if not folder.is_dir():
         raise DiginError(f"ImageNet val folder not found: {folder} — {_SET_IMAGENET}")
-    return _from_imagenet(folder, resolution, indices, class_names, extensions)
+    return _from_imagenet(folder, resolution, indices, class_names, extensions, **opts)
 
 
 def imagenet_indices_of_classes(imagenet_val: str | os.PathLike | None, labels: Iterable[int], per_class: int,
@@ -333,11 +283,14 @@ def class_image_files(root: str | os.PathLike | None, label: int, class_names: S
     return files
 
 
-def image_batches(paths: Sequence[Path], resolution: int, batch_size: int) -> Iterator[torch.Tensor]:
+def image_batches(paths: Sequence[Path], resolution: int, batch_size: int,
+                  crop_fraction: float = CROP_FRACTION) -> Iterator[torch.Tensor]:
     """``(B, 3, R, R)`` batches of ``paths`` in order, read and prepared as :func:`load_inputs` does (so real images
     reach a classifier as generated ones do); only one batch is in memory at a time."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    fix = "remove or replace that file"
     for start in range(0, len(paths), batch_size):
-        yield torch.cat([_read(Path(p), resolution, fix) for p in paths[start:start + batch_size]])
+        try:
+            yield torch.cat([decode(Path(p), resolution, crop_fraction) for p in paths[start:start + batch_size]])
+        except Unreadable as e:  # changed since verify_images checked it, or a caller that did not check
+            raise unreadable_error([(e.path, e.reason)], "remove or replace that file") from None

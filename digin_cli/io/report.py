@@ -144,8 +144,18 @@ def collect_items(run_dir: Path, key_images: Sequence[str] | None) -> list[Item]
     run_dir = Path(run_dir)
     found = _item_folders(run_dir)
     if found:
-        return [_folder_item(run_dir, folder, n, key_images) for n, folder in enumerate(found)]
-    return _file_items(run_dir)
+        items = [_folder_item(run_dir, folder, n, key_images) for n, folder in enumerate(found)]
+    else:
+        items = _file_items(run_dir)
+    return items + _skipped_items(run_dir, len(items))
+
+
+def _skipped_items(run_dir: Path, start: int) -> list[Item]:
+    """Inputs ``task.skip_unreadable`` left out: summary.csv rows with ``status=skipped`` (no folder of their own)."""
+    rows = [r for r in _read_csv(run_dir / "summary.csv") if r.get("status") == "skipped"]
+    return [Item(name=r.get("image") or r.get("path") or "?", anchor=f"item-{start + n}", status="skipped",
+                 fields={"path": r["path"]} if r.get("path") else {}, error=r.get("error") or "")
+            for n, r in enumerate(rows)]
 
 
 def _folder_item(run_dir: Path, folder: Path, n: int, key_images: Sequence[str] | None) -> Item:

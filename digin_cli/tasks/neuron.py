@@ -25,6 +25,7 @@ from digin_cli.features import top_activating
 from digin_cli.objectives import FeatureActivation
 from digin_cli.optimize import DiginOptimizer
 from digin_cli.tasks.common import finish, run_items, save_optimisation
+from digin_cli.tasks.common.inputs import crop_fraction
 from digin_cli.tasks.common.neurons import class_files, directions, features_of, folder_files, neuron_targets
 from digin_cli.tasks.common.real_images import require_imagenet_train
 
@@ -50,7 +51,7 @@ def objects_of(task) -> list[str]:
 def reference_files(ctx: RunContext, f) -> list[Path] | None:
     task = ctx.cfg.task
     if task.reference_images:
-        return folder_files(task.reference_images, "task.reference_images")
+        return folder_files(ctx, task.reference_images, "task.reference_images")
     if task.reference_class is not None:
         from digin_cli.classifiers import resolve_class
 
@@ -151,7 +152,7 @@ def write_grid(ctx: RunContext, f, n: int, label: int | None, done: list, refere
         feats = features_of(ctx, f, references, "reference features")
         top, values = top_activating(feats, n, int(ctx.cfg.task.top_images))
         res = int(ctx.cfg.generator.resolution)
-        rows.append(([load_inputs(str(references[i]), res)[0].image for i in top],
+        rows.append(([load_inputs(str(references[i]), res, crop_fraction=crop_fraction(ctx))[0].image for i in top],
                      [f"{references[i].name[:18]}\nphi {v:.3g}" for i, v in zip(top, values)]))
         titles.append(f"top {len(top)} real images (of {len(references)})")
     if rows:

@@ -75,7 +75,7 @@ def run(ctx: RunContext) -> dict:
         comps = load_component_file(str(task.component_file), f, k)
     else:
         w, _ = f.head()
-        files = (folder_files(task.component_images, "task.component_images") if task.component_images
+        files = (folder_files(ctx, task.component_images, "task.component_images") if task.component_images
                  else class_files(ctx, f, k))
         comps = npca(features_of(ctx, f, files, f"features of {f.class_names[k]}"), w[k])
         from safetensors.torch import save

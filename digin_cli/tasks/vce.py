@@ -21,6 +21,7 @@ from digin_cli.data import InputImage
 from digin_cli.errors import DiginError
 from digin_cli.objectives import Counterfactual, ForegroundAwareDistance
 from digin_cli.tasks.common import finish, require_invertible_sampler, run_items, save_optimisation
+from digin_cli.tasks.common.inputs import crop_fraction
 from digin_cli.tasks.common.real_images import (distances, overlay, real_image_editor, require_imagenet_val,
                                                 select_images, start_class)
 
@@ -143,13 +144,12 @@ def run(ctx: RunContext) -> dict:
         writer.save_image(item_dir, "reconstruction.png", prep.reconstruction)
         writer.save_image(item_dir, "mask_overlay.png", overlay(inv.original, prep.px_mask))
         writer.save_image(item_dir, "attention.png", prep.attention.expand(3, -1, -1))
-        writer.save_image(item_dir, "counterfactual.png", best)
         save_optimisation(ctx, item_dir, result, lambda m: f"p {m['p_target']:.3g} d {m['distance']:.3g}",
                           {**{k: v for k, v in item.items() if k != "plan"}, "caption": prep.source_prompt,
-                           "target_prompt": target_prompt,
+                           "target_prompt": target_prompt, "crop_fraction": crop_fraction(ctx),
                            "schedule": schedule.as_dict(), "reconstruction_error": inv.reconstruction_error,
                            "mask": mask, "attention_maps": prep.attention_info,
-                           "summary": summary})
+                           "summary": summary}, best_name="counterfactual.png")
         return summary
 
     items = [(ctx.writer.item_dir(image.name, f"{target}_{f.class_names[target]}"),  # names repeat; indices do not

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -81,3 +83,53 @@ def test_pickled_objects_are_refused_unless_trusted(tmp_path):
 
 class _Opaque:
     pass
+
+
+def _old_format_resnet(tmp_path, metadata_version: int | None):
+    """torchvision resnet18(10 classes) saved as a pre-0.4.1 torch would: no BatchNorm ``num_batches_tracked``,
+    every key under DataParallel's ``module.``; ``metadata_version`` is what ``_metadata`` says of BatchNorm."""
+    import torchvision
+
+    torch.manual_seed(5)
+    net = torchvision.models.resnet18(num_classes=10).eval()
+    with torch.no_grad():  # non-trivial statistics: eval-mode BatchNorm really uses the loaded buffers
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    own = net.state_dict()
+    state = OrderedDict((f"module.{k}", v) for k, v in own.items() if not k.endswith("num_batches_tracked"))
+    if metadata_version is not None:
+        state._metadata = OrderedDict(
+            ("module" + (f".{k}" if k else ""), {**v, "version": metadata_version} if "bn" in k or "downsample.1" in k
+             else v) for k, v in own._metadata.items())
+    path = tmp_path / "resnet18_old.pth"
+    torch.save(state, path)
+    return net, path
+
+
+@pytest.mark.parametrize("metadata_version", [None, 1])
+def test_old_batchnorm_checkpoint_loads_as_torch_strict_does(tmp_path, metadata_version):
+    import torchvision
+
+    net, path = _old_format_resnet(tmp_path, metadata_version)
+    torch.manual_seed(77)
+    fresh = torchvision.models.resnet18(num_classes=10).eval()
+    load_into(fresh, path)  # the old code refused: "missing keys: bn1.num_batches_tracked, ..."
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), net(x), rtol=0, atol=0)
+
+
+def test_a_checkpoint_torch_refuses_strictly_is_refused_with_its_keys(tmp_path):
+    import torchvision
+
+    # _metadata says version 2 (the counter exists since then), so torch's strict load calls it missing: so do we.
+    net, path = _old_format_resnet(tmp_path, metadata_version=2)
+    with pytest.raises(RuntimeError, match="num_batches_tracked"):
+        torchvision.models.resnet18(num_classes=10).load_state_dict(
+            clean_state_dict(torch.load(path, weights_only=True)), strict=True)
+    with pytest.raises(DiginError) as e:
+        load_into(torchvision.models.resnet18(num_classes=10), path)
+    msg = str(e.value)
+    assert "\n" not in msg and "missing keys: bn1.num_batches_tracked" in msg and "(+" in msg

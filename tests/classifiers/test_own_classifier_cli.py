@@ -144,3 +144,16 @@ def test_a_class_missing_from_the_label_sets_lists_close_matches_in_each(work):
 def test_model_arguments_need_a_plus_and_the_error_says_so(work):
     args = [a.replace("+classifier.model", "classifier.model") for a in torch_module(work)]
     one_line_error(digin(work, "task=vce", *args, output="bad"), "+classifier.model.num_classes=10")
+
+
+def test_a_checkpoint_of_another_network_is_one_line_naming_keys(work):
+    import torch
+
+    wrong = work / "other_net.pt"
+    torch.save({f"module.{k}": v for k, v in torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)).state_dict().items()},
+               wrong)
+    args = [a for a in torch_module(work) if not a.startswith("classifier.checkpoint=")]
+    proc = digin(work, "task=vce", *args, f"classifier.checkpoint={wrong}", f"task.images={work / 'photo.png'}",
+                 output="bad")
+    one_line_error(proc, "does not fit the SmallNet architecture", "missing keys: features.0.weight",
+                   "unexpected keys: 0.weight", "classifier.model")

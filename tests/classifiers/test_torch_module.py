@@ -162,3 +162,19 @@ def test_missing_preprocessing_and_names_are_listed_with_examples():
     for key in ("class_names", "input_size", "mean", "std", "interpolation"):
         assert f"classifier2.{key}" in msg
     assert "meaningless gradients" in msg and "model._target_" not in msg
+
+
+def test_an_old_format_checkpoint_without_num_batches_tracked_loads_and_gives_the_same_logits(
+        resnet18_checkpoint, tmp_path, make_images):
+    # As the widely used 2018 CIFAR checkpoints: a torch < 0.4.1 state dict (no BatchNorm num_batches_tracked) under
+    # DataParallel's 'module.'. torch's strict load accepts it (BatchNorm fills the counter), so digin must too.
+    _, net = resnet18_checkpoint
+    old = {f"module.{k}": v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "old.pth"
+    torch.save(old, path)
+    clf = build_classifier(_cfg(checkpoint=str(path)), "cpu")
+    x = make_images(2, size=32)
+    xn = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(clf(x), net(xn), rtol=0, atol=1e-6)
+        assert net(xn).std() > 0

@@ -285,3 +285,89 @@ def test_corrupt_imagenet_image_named(tmp_path):
     with pytest.raises(DiginError) as e:
         load_inputs(None, 16, imagenet_val=root, indices=[0, 2])
     assert_user_error(e, "cannot read image", str(bad), "task.indices")
+
+
+# --- unreadable files, all at once (issue 17) ------------------------------------------------------------------
+
+
+def _bad_folder(root: Path) -> Path:
+    """2 good images, a truncated JPEG, an empty .jpg and a text file."""
+    save(root / "a_good.png", RED)
+    save(root / "d_good.jpg", BLUE, size=(48, 40))
+    buffer = io.BytesIO()
+    Image.effect_noise((64, 64), 50).convert("RGB").save(buffer, format="JPEG")
+    (root / "b_truncated.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    (root / "c_empty.jpg").write_bytes(b"")
+    (root / "notes.txt").write_text("not an image, ignored by extension")
+    return root
+
+
+def test_every_unreadable_file_of_a_folder_is_named_in_one_line(tmp_path):
+    folder = _bad_folder(tmp_path)
+    with pytest.raises(DiginError) as e:
+        load_inputs(folder, 32)
+    msg = assert_user_error(e, "cannot read 2 images", "b_truncated.jpg", "c_empty.jpg (empty file)",
+                            "task.skip_unreadable=true")
+    assert "notes.txt" not in msg and "good" not in msg
+
+
+def test_skip_unreadable_returns_the_good_images_and_lists_the_bad(tmp_path):
+    folder = _bad_folder(tmp_path)
+    skipped: list = []
+    images = load_inputs(folder, 32, skip_unreadable=True, skipped=skipped)
+    assert [i.name for i in images] == ["a_good", "d_good"]
+    assert torch.allclose(images[0].image[0, :, 5, 5], torch.tensor([1.0, 0.0, 0.0]))
+    assert [(p.name, r) for p, r in skipped][1] == ("c_empty.jpg", "empty file")
+    assert skipped[0][0].name == "b_truncated.jpg" and "truncated" in skipped[0][1].lower()
+
+
+def test_many_unreadable_files_name_five_and_the_count(tmp_path):
+    for n in range(8):
+        (tmp_path / f"bad_{n}.png").write_bytes(b"not a png")
+    with pytest.raises(DiginError) as e:
+        load_inputs(tmp_path, 32)
+    msg = assert_user_error(e, "cannot read 8 images", "bad_4.png", "… and 3 more")
+    assert "bad_5.png" not in msg
+
+
+def test_verify_images_checks_streamed_files_the_same_way(tmp_path):
+    folder = _bad_folder(tmp_path)
+    files = images_mod.image_files(folder, "task.reference_images")
+    with pytest.raises(DiginError) as e:
+        images_mod.verify_images(files, "remove or replace those files (task.reference_images)")
+    assert_user_error(e, "cannot read 2 images", "b_truncated.jpg", "c_empty.jpg")
+    skipped: list = []
+    good = images_mod.verify_images(files, "fix", skip=True, skipped=skipped)
+    assert [p.name for p in good] == ["a_good.png", "d_good.jpg"] and len(skipped) == 2
+
+
+# --- centre crop fraction (issue 17) ---------------------------------------------------------------------------
+
+
+def test_crop_fraction_one_keeps_the_whole_square_image_resized():
+    rng = np.random.default_rng(0)
+    pil = Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8))
+    whole = pil.resize((64, 64), Image.Resampling.BICUBIC)
+    expected = torch.from_numpy(np.array(whole)).permute(2, 0, 1).float() / 255
+    assert torch.equal(preprocess(pil, 64, crop_fraction=1.0)[0], expected)
+    assert not torch.equal(preprocess(pil, 64)[0], expected)  # the authors' 0.8 cuts the border
+    assert short_side(64, 1.0) == 64 and short_side(64, 0.8) == short_side(64) == 80 and short_side(64, 0.5) == 128
+
+
+def test_crop_fraction_one_keeps_the_whole_shorter_side_of_a_wide_image():
+    x = preprocess(half_red_blue(200, 100), 64, crop_fraction=1.0)
+    # 200x100 -> 128x64, crop left = 32: the red/blue edge (x = 64) lands at column 32, the full height is kept.
+    reference = half_red_blue(200, 100).resize((128, 64), Image.Resampling.BICUBIC).crop((32, 0, 96, 64))
+    assert torch.equal(x[0], torch.from_numpy(np.array(reference)).permute(2, 0, 1).float() / 255)
+
+
+def test_load_inputs_and_feature_cache_key_follow_the_crop_fraction(tmp_path):
+    from digin_cli.features import FeatureCache
+
+    path = save(tmp_path / "a.png", size=(40, 40))
+    Image.effect_noise((40, 40), 80).convert("RGB").save(path)
+    a = load_inputs(path, 32)[0]
+    b = load_inputs(path, 32, crop_fraction=1.0)[0]
+    assert a.content_hash != b.content_hash  # inversion / caption caches key on the prepared pixels
+    assert FeatureCache.key("c", [path], 32) != FeatureCache.key("c", [path], 32, 1.0)
+    assert FeatureCache.key("c", [path], 32) == FeatureCache.key("c", [path], 32, 0.8)

@@ -25,6 +25,7 @@ def test_neuron_counterfactual_protects_the_object_and_moves_the_feature(data, d
     for name in ("original.png", "reconstruction.png", "mask_overlay.png", "counterfactual.png", "iterates.png",
                  "init.png"):
         assert (item / name).is_file(), name
+    assert not (item / "best.png").exists(), "the selected iterate is written once, as counterfactual.png"
     assert (protected / "crab" / "neuron_5" / "neuron_cf.png").is_file()
     m = metrics(protected, "max")
     assert m["schedule"]["inject_until"] == 0.3 and m["schedule"]["blend_until"] == 0.3

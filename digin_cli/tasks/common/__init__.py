@@ -28,6 +28,7 @@ from digin_cli.io.progress import print_table, track
 from digin_cli.io.writer import Writer
 from digin_cli.optimize import OptimResult
 from digin_cli.task_registry import item_keys, key_images
+from digin_cli.tasks.common.inputs import skipped_rows
 
 
 def require_invertible_sampler(ctx: RunContext) -> None:
@@ -126,11 +127,12 @@ def _read_metrics(item_dir: Path) -> dict | None:
 
 
 def save_optimisation(ctx: RunContext, item_dir: Path, result: OptimResult, caption: Callable[[dict], str],
-                      metrics: dict) -> None:
-    """Write init.png, best.png, the captioned iterate strip and (last, marking the item done) metrics.json."""
+                      metrics: dict, best_name: str = "best.png") -> None:
+    """Write init.png, the selected iterate (``best_name``: real-image tasks call it counterfactual.png, once), the
+    captioned iterate strip and (last, marking the item done) metrics.json."""
     writer = ctx.writer
     writer.save_image(item_dir, "init.png", result.initial.image)
-    writer.save_image(item_dir, "best.png", result.best.image)
+    writer.save_image(item_dir, best_name, result.best.image)
     kept = [i for i in result.iterates if i.image is not None]  # optimizer.keep_images_every
     writer.save_strip(item_dir, "iterates.png", [i.image for i in kept],
                       [f"it {i.index}{' *' if i.index == result.best_index else ''}\n{caption(i.metrics)}"
@@ -144,10 +146,15 @@ def save_optimisation(ctx: RunContext, item_dir: Path, result: OptimResult, capt
 
 
 def finish(ctx: RunContext, rows: list[dict], title: str, columns: list[str] | None = None) -> dict:
-    """summary.csv, the end-of-run table and the W&B summary; returns counts for status.json."""
+    """summary.csv (with the inputs ``task.skip_unreadable`` left out, as ``skipped``), the end-of-run table and the
+    W&B summary; returns counts for status.json."""
+    skipped = skipped_rows(ctx)
+    rows = [*rows, *skipped]
     ctx.writer.write_summary(rows)
     print_table(title, rows, columns)
-    counts = {"items": len(rows), "items_failed": sum(r.get("status") == "failed" for r in rows)}
+    counts = {"items": len(rows) - len(skipped), "items_failed": sum(r.get("status") == "failed" for r in rows)}
+    if skipped:
+        counts["inputs_skipped"] = len(skipped)
     ctx.tracker.summary(counts)
     if ctx.tracker.enabled:  # report.html's key images, one row per item
         table = lambda: report.key_image_table(ctx.output_dir, key_images(ctx.cfg.task.name))  # noqa: E731

@@ -11,6 +11,7 @@ from digin_cli.classifiers import Classifier, resolve_class
 from digin_cli.context import RunContext
 from digin_cli.data.images import class_image_files, image_files
 from digin_cli.errors import DiginError
+from digin_cli.tasks.common.inputs import checked_files, crop_fraction
 
 
 def feature_cache(ctx: RunContext):
@@ -25,16 +26,18 @@ def features_of(ctx: RunContext, f: Classifier, files: list[Path], description: 
 
     return image_features(f, files, int(ctx.cfg.generator.resolution), feature_cache(ctx),
                           classifier_key(ctx.cfg.classifier), int(ctx.cfg.task.get("feature_batch_size", 32)),
-                          description)
+                          description, crop_fraction(ctx))
 
 
 def class_files(ctx: RunContext, f: Classifier, label: int) -> list[Path]:
-    """Images of class ``label`` in ``paths.imagenet_train``."""
-    return class_image_files(ctx.cfg.paths.get("imagenet_train"), label, f.class_names)
+    """Images of class ``label`` in ``paths.imagenet_train``, decode-checked (:func:`checked_files`)."""
+    files = class_image_files(ctx.cfg.paths.get("imagenet_train"), label, f.class_names)
+    return checked_files(ctx, files, f"paths.imagenet_train, class '{f.class_names[label]}'")
 
 
-def folder_files(folder, what: str) -> list[Path]:
-    return image_files(folder, what)
+def folder_files(ctx: RunContext, folder, what: str) -> list[Path]:
+    """The images of ``folder`` (the ``what`` setting), decode-checked (:func:`checked_files`)."""
+    return checked_files(ctx, image_files(folder, what), what)
 
 
 def check_feature(f: Classifier, n: int, what: str = "task.neurons") -> int:

@@ -16,6 +16,7 @@ from digin_cli.data.images import imagenet_indices_of_classes
 from digin_cli.device import peak_memory_mb
 from digin_cli.errors import DiginError
 from digin_cli.tasks.common import require_invertible_sampler, save_optimisation
+from digin_cli.tasks.common.inputs import crop_fraction, skip_unreadable
 
 
 def select_images(ctx: RunContext, f: Classifier) -> list[InputImage]:
@@ -29,7 +30,12 @@ def select_images(ctx: RunContext, f: Classifier) -> list[InputImage]:
             raise DiginError("task.image_classes / task.pairs select ImageNet val images; leave task.images empty")
         labels = [resolve_class(c, f.class_names) for c in classes]
         indices = imagenet_indices_of_classes(imagenet_val, labels, int(task.images_per_class))
-    return load_inputs(task.images, res, imagenet_val=imagenet_val, indices=indices, class_names=f.class_names)
+    images = load_inputs(task.images, res, imagenet_val=imagenet_val, indices=indices, class_names=f.class_names,
+                         crop_fraction=crop_fraction(ctx), skip_unreadable=skip_unreadable(ctx), skipped=ctx.skipped)
+    if not images:
+        raise DiginError(f"none of the {len(ctx.skipped)} selected images can be read (e.g. {ctx.skipped[0][0]}: "
+                         f"{ctx.skipped[0][1]}) — pass readable images as task.images")
+    return images
 
 
 def require_imagenet_val(imagenet_val) -> None:
@@ -160,12 +166,12 @@ def feature_counterfactual(ctx: RunContext, editor, prep, f: Classifier, activat
     writer.save_image(item_dir, "original.png", inv.original)
     writer.save_image(item_dir, "reconstruction.png", prep.reconstruction)
     writer.save_image(item_dir, "mask_overlay.png", overlay(inv.original, prep.px_mask))
-    writer.save_image(item_dir, "counterfactual.png", best)
     caption = (lambda m: f"phi {m['phi']:.3g}" + (f" p {m['p_class']:.2g}" if "p_class" in m else "")
                + f"\nd {m['distance']:.3g}")
     save_optimisation(ctx, item_dir, result, caption,
-                      {**item, "caption": prompt, "schedule": schedule.as_dict(),
-                       "reconstruction_error": inv.reconstruction_error, "summary": summary})
+                      {**item, "caption": prompt, "schedule": schedule.as_dict(), "crop_fraction": crop_fraction(ctx),
+                       "reconstruction_error": inv.reconstruction_error, "summary": summary},
+                      best_name="counterfactual.png")
     return summary | ({"error": result.error} if result.error else {})
 
 
