@@ -134,6 +134,7 @@ def test_bad_sampler_and_selection_values_are_one_line_errors():
     from digin_cli.errors import DiginError
 
     for override, needle in [("generator.sampler=euler", "generator.sampler="), ("optimizer.select=first",
-                             "optimizer.select="), ("optimizer.keep_images_every=0", "keep_images_every")]:
+                             "optimizer.select="), ("optimizer.keep_images_every=0", "keep_images_every"),
+                            ("segmentation=sam_hq segmentation.point_sampling=even", "segmentation.point_sampling=")]:
         with pytest.raises(DiginError, match=needle):
-            check_config(compose("config", overrides=[override]))
+            check_config(compose("config", overrides=override.split()))
