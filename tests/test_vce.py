@@ -27,6 +27,7 @@ def workdir(tmp_path_factory):
 
 def digin(workdir, *args, output="out", cache="cache"):
     base = ["task=vce", "generator=tiny", "classifier=tiny_a", "segmentation=tiny_sam", "device=cpu",
+            "captioner=none",  # the ablation: task=vce's BLIP-large is not in an offline test cache
             f"paths.output_root={workdir / output}", f"paths.cache_dir={workdir / cache}",
             "generator.num_steps=4", "optimizer.augment.num=4"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -152,7 +153,8 @@ def test_a_rejected_input_leaves_no_wandb_run(workdir):
     empty = workdir / "empty_for_wandb"
     empty.mkdir(exist_ok=True)
     proc = subprocess.run([*DIGIN, "task=vce", "generator=tiny", "classifier=tiny_a", "segmentation=tiny_sam",
-                           "device=cpu", f"paths.output_root={workdir / 'wb'}", f"paths.cache_dir={workdir / 'cache'}",
+                           "captioner=none", "device=cpu", f"paths.output_root={workdir / 'wb'}",
+                           f"paths.cache_dir={workdir / 'cache'}",
                            f"task.images={empty}", "task.targets=[goldfish]", "logger=offline"],
                           capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",

@@ -214,7 +214,8 @@ class SamSegmenter(Segmenter):
     def __repr__(self) -> str:
         source = "tiny" if self.tiny else self.pretrained
         return (f"SamSegmenter(name={self.name!r}, variant={self.variant!r}, pretrained={source!r}, "
-                f"num_points={self.num_points}, point_sampling={self.point_sampling!r}, threshold={self.threshold}, ops={list(self.ops)})")
+                f"num_points={self.num_points}, point_sampling={self.point_sampling!r}, threshold={self.threshold}, "
+                f"ops={list(self.ops)})")
 
 
 __all__ = ["SamSegmenter", "tiny_sam", "tiny_sam_config", "tiny_sam_processor", "load_sam", "VARIANTS"]
