@@ -98,18 +98,18 @@ def run(ctx: RunContext) -> dict:
     listed = _listed(task)
     if not task.images:
         require_imagenet_val(cfg.paths.imagenet_val)  # before any model is loaded: fail in a second, not minutes
-    # Built before the big models: a captioning model missing offline fails in a second (only its config is read).
-    captioner = build_captioner(cfg.captioner, Path(str(cfg.paths.cache_dir)), ctx.device)
-    if str(cfg.captioner.get("name", "none")) == "none":
-        print("digin: warning: captioner=none — the caption is only the template (\"an image of a <class>\"), an "
-              "ablation; the paper inverts a caption of the image (conf/task/vce.yaml selects captioner=hf)",
-              file=sys.stderr)
     for pair in task.pairs:
         if len(pair) != 2:
             raise DiginError(f"task.pairs entries are [image class, target class], got {list(pair)}")
     if task.target_strategy not in STRATEGIES and not task.targets:
         raise DiginError(f"unknown task.target_strategy '{task.target_strategy}' — use one of: "
                          f"{', '.join(STRATEGIES)}, or list task.targets")
+    # Built before the big models: a captioning model missing offline fails in a second (only its config is read).
+    captioner = build_captioner(cfg.captioner, Path(str(cfg.paths.cache_dir)), ctx.device)
+    if str(cfg.captioner.get("name", "none")) == "none":
+        print("digin: warning: captioner=none — the caption is only the template (\"an image of a <class>\"), an "
+              "ablation; the paper inverts a caption of the image (conf/task/vce.yaml selects captioner=hf)",
+              file=sys.stderr)
     f = ctx.classifier("classifier")
     if (listed is not None or task.target_strategy == "wordnet_cluster" and not task.targets) and \
             len(f.class_names) != IMAGENET_CLASSES:
