@@ -69,7 +69,7 @@ bench-spurious: $(VENV)/.installed ## seconds per (class, feature) of task=spuri
 # ARGS='hydra/launcher=slurm hydra.launcher.partition=<yours>' each shard is one SLURM job.
 SHARDING = $(if $(SHARDS),-m task.shard_index='range($(SHARDS))' task.num_shards=$(SHARDS))
 
-fig6: $(VENV)/.installed ## paper Fig. 6, ImageNet UVCEs (needs IMAGENET_VAL=/path/to/val and real weights, GPU)
+fig6: $(VENV)/.installed ## paper Fig. 6, the authors' 2,860 ImageNet UVCEs (IMAGENET_VAL=/path/to/val, real weights, GPU; SHARDS=)
 	$(BIN)/digin $(SHARDING) experiment=fig6 $(ARGS)
 
 fig8: $(VENV)/.installed ## paper Fig. 8, zero-shot CLIP viaduct UVCEs; SHARDS=8 ARGS=hydra/launcher=slurm: 8 jobs

@@ -146,6 +146,10 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.optimizer.get("select", "best") not in ("best", "last"):
         raise DiginError(f"unknown optimizer.select '{cfg.optimizer.select}' — use optimizer.select=best or last")
     _number(cfg, "optimizer.keep_images_every", int, 1, optional=True, example="1")
+    sampling = OmegaConf.select(cfg, "segmentation.point_sampling", default=None)
+    if sampling is not None and sampling not in ("authors", "spread"):
+        raise DiginError(f"unknown segmentation.point_sampling '{sampling}' — use segmentation.point_sampling=authors "
+                         "(the paper's rule) or spread")
     check_precision(cfg)
     check_inputs(cfg)
 

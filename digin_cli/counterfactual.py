@@ -57,11 +57,12 @@ class Schedule:
 
 
 def replace_words(prompt: str, source_words: str, target_words: str) -> str:
-    """The prompt with the first whole-word occurrence of ``source_words`` replaced (case-insensitive)."""
+    """The prompt with every whole-word occurrence of ``source_words`` replaced (case-insensitive), as the authors'
+    ``prompt.replace(start_label, target_label)``: a caption naming the class twice must not keep it once."""
     pattern = re.compile(rf"(?<!\w){re.escape(source_words)}(?!\w)", re.IGNORECASE)
     if not pattern.search(prompt):
         raise ValueError(f"'{source_words}' does not occur in the prompt '{prompt}'")
-    return pattern.sub(target_words, prompt, count=1)
+    return pattern.sub(target_words, prompt)
 
 
 class RealImageEditor:

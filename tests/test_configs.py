@@ -78,6 +78,28 @@ def test_vce_selects_hq_sam_unless_the_command_line_says_otherwise():
     assert compose("config").segmentation.name == "none"  # other tasks keep no segmenter
 
 
+def test_vce_selects_a_captioner_unless_the_command_line_says_otherwise():
+    # The paper inverts a caption of the image; the bare template is the ablation.
+    cfg = compose("config", overrides=["task=vce"])
+    assert cfg.captioner.name == "hf" and cfg.captioner.model == "Salesforce/blip-image-captioning-large"
+    assert cfg.captioner.template == "an image of a {}"
+    for args in (["task=vce", "captioner=none"], ["captioner=none", "task=vce"]):
+        assert compose("config", overrides=args).captioner.name == "none"
+    assert compose("config").captioner.name == "none"  # other tasks caption nothing
+
+
+@pytest.mark.parametrize("figure", ["fig6", "fig8"])
+def test_paper_uvce_figures_use_the_authors_set_up(figure):
+    cfg = compose("config", overrides=[f"experiment={figure}"])
+    assert cfg.task.name == "vce" and cfg.task.start == "label"  # the dataset label, as uvces_imagenet.py
+    assert cfg.segmentation.name == "sam_hq" and cfg.captioner.name == "hf"
+    if figure == "fig6":
+        assert cfg.classifier.name == "vit_base_patch16_384.augreg_in21k_ft_in1k"
+        assert cfg.task.image_list == "dig_in" and cfg.task.target_strategy == "wordnet_cluster"
+    else:  # the paper's zero-shot CLIP, misclassified viaducts explained toward their label
+        assert cfg.classifier.model == "ViT-B-16" and list(cfg.task.targets) == ["viaduct"]
+
+
 def test_zoo_classifiers_checkpoint_their_gradients_when_the_whole_loss_is_held():
     # The single backward holds 3 images x 16 cutouts (x 2 classifiers) of activations: checkpoint, as the authors;
     # the two-stage backward holds one chunk, and "auto" leaves them plain (build_classifier resolves it).
@@ -135,9 +157,10 @@ def test_bad_sampler_and_selection_values_are_one_line_errors():
     from digin_cli.errors import DiginError
 
     for override, needle in [("generator.sampler=euler", "generator.sampler="), ("optimizer.select=first",
-                             "optimizer.select="), ("optimizer.keep_images_every=0", "keep_images_every")]:
+                             "optimizer.select="), ("optimizer.keep_images_every=0", "keep_images_every"),
+                            ("segmentation=sam_hq segmentation.point_sampling=even", "segmentation.point_sampling=")]:
         with pytest.raises(DiginError, match=needle):
-            check_config(compose("config", overrides=[override]))
+            check_config(compose("config", overrides=override.split()))
 
 
 @pytest.mark.parametrize("name", options("classifier"))

@@ -88,3 +88,30 @@ def test_blend_pins_the_kept_region_to_the_reconstruction(tiny_sd, tmp_path):
         blended = hooks.after_step(0, z)
         torch.testing.assert_close(blended * region, prep.trajectory[1] * region)
         torch.testing.assert_close(blended * (1 - region), z * (1 - region))
+
+
+def test_a_caption_naming_the_class_twice_loses_it_twice(tiny_sd, tmp_path):
+    """The authors replace every occurrence of the start label; replacing only the first would keep the start
+    class in the target prompt."""
+    from digin_cli.counterfactual import replace_words
+
+    assert replace_words("an image of a Red fox chasing a red fox, red foxes", "red fox", "tabby cat") == (
+        "an image of a tabby cat chasing a tabby cat, red foxes")  # whole words only, any case
+    with pytest.raises(ValueError, match="does not occur"):
+        replace_words("an image of a cat", "red fox", "dog")
+    editor = RealImageEditor(tiny_sd, DDIMSampler(tiny_sd), BoxSegmenter(), InversionCache(tmp_path), "tiny:0",
+                             inner_steps=1)
+    prep = editor.prepare(_image(), "an image of a red fox next to another red fox", "red fox")
+    objective = Counterfactual(lambda x: torch.zeros(x.shape[0], 10), 1,
+                               ForegroundAwareDistance(prep.inversion.original, prep.inversion.latent_original,
+                                                       prep.px_mask, prep.latent_mask), None)
+    _, _, prompt = editor.edit(prep, "tabby cat", objective, OptimSettings(steps=0), injections=(0.3,),
+                               blends=(0.0,))
+    assert prompt == "an image of a tabby cat next to another tabby cat"
+    mapping = prep.controller.token_map.cpu()
+    tok = tiny_sd.tokenizer
+    ids = tok(prompt).input_ids
+    cat = tok("tabby cat", add_special_tokens=False).input_ids
+    second = [j for j in range(8, len(ids)) if ids[j:j + len(cat)] == cat][0]
+    source_second = tok(prep.source_prompt).input_ids.index(3240, 7)  # the second 'fox' token
+    assert mapping[source_second - 1:source_second + 1, second:second + len(cat)].sum() == 2  # its own columns

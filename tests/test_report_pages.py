@@ -102,7 +102,8 @@ def test_vce_page(tmp_path):
     image = Image.new("RGB", (96, 80), (40, 120, 200))
     ImageDraw.Draw(image).ellipse((30, 20, 70, 60), fill=(220, 90, 30))
     image.save(inputs / "<script>fox.png")  # a file named like markup
-    proc = digin("task=vce", "generator=tiny", "classifier=tiny_a", "segmentation=tiny_sam", "device=cpu",
+    proc = digin("task=vce", "generator=tiny", "classifier=tiny_a", "segmentation=tiny_sam", "captioner=none",
+                 "device=cpu",
                  f"task.images={inputs}", "task.targets=[goldfish]", "generator.num_steps=3", "optimizer.steps=1",
                  "optimizer.augment.num=2", "task.inversion.inner_steps=2", "task.p2p.injections=[0.4]",
                  "task.p2p.blends=[0.0]", f"captioner.template='an image of a {{}} {EVIL}'",

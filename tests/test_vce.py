@@ -27,6 +27,7 @@ def workdir(tmp_path_factory):
 
 def digin(workdir, *args, output="out", cache="cache"):
     base = ["task=vce", "generator=tiny", "classifier=tiny_a", "segmentation=tiny_sam", "device=cpu",
+            "captioner=none",  # the ablation: task=vce's BLIP-large is not in an offline test cache
             f"paths.output_root={workdir / output}", f"paths.cache_dir={workdir / cache}",
             "generator.num_steps=4", "optimizer.augment.num=4"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -153,7 +154,8 @@ def test_a_rejected_input_leaves_no_wandb_run(workdir):
     empty = workdir / "empty_for_wandb"
     empty.mkdir(exist_ok=True)
     proc = subprocess.run([*DIGIN, "task=vce", "generator=tiny", "classifier=tiny_a", "segmentation=tiny_sam",
-                           "device=cpu", f"paths.output_root={workdir / 'wb'}", f"paths.cache_dir={workdir / 'cache'}",
+                           "captioner=none", "device=cpu", f"paths.output_root={workdir / 'wb'}",
+                           f"paths.cache_dir={workdir / 'cache'}",
                            f"task.images={empty}", "task.targets=[goldfish]", "logger=offline"],
                           capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
@@ -203,3 +205,43 @@ def test_lcm_sampler_is_refused_because_it_cannot_be_inverted(workdir):
                  output="lcm")
     one_line_error(proc, "generator.sampler=lcm", "generator=sd15")
     assert no_items(workdir, "lcm")
+
+
+def test_default_captioner_missing_offline_names_the_ablation(workdir, tmp_path):
+    """task=vce captions with BLIP-large by default; without its weights offline the run stops in one line that
+    names captioner=none, before any other model loads and before any output item."""
+    base = ["task=vce", "generator=tiny", "classifier=tiny_a", "segmentation=tiny_sam", "device=cpu",
+            f"paths.output_root={tmp_path / 'out'}", f"paths.cache_dir={tmp_path / 'cache'}",
+            f"task.images={workdir / 'fox.png'}", "task.targets=[goldfish]"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    proc = subprocess.run([*DIGIN, *base], capture_output=True, text=True, env=env, timeout=600)
+    one_line_error(proc, "Salesforce/blip-image-captioning-large", "captioner=none (the ablation")
+    assert not list((tmp_path / "out").glob("vce/runs/*/fox"))
+
+
+def test_wordnet_cluster_targets_every_other_class_of_the_group(workdir):
+    """task.target_strategy=wordnet_cluster: a red fox goes to the other foxes of the authors' group, and the
+    template-only caption (captioner=none) warns that it is the ablation."""
+    proc = digin(workdir, f"task.images={workdir / 'fox.png'}", "task.start=red fox",
+                 "task.target_strategy=wordnet_cluster", "optimizer.steps=0", "task.inversion.inner_steps=1",
+                 "task.p2p.injections=[0.3]", "task.p2p.blends=[0.0]", output="cluster")
+    assert proc.returncode == 0, proc.stderr
+    assert any(line.startswith("digin: warning: captioner=none") for line in proc.stderr.splitlines())
+    (summary,) = (workdir / "cluster").glob("vce/runs/*/summary.csv")
+    rows = list(csv.DictReader(summary.open()))
+    assert {r["start"] for r in rows} == {"red fox"}
+    assert sorted(r["target"] for r in rows) == ["Arctic fox", "grey fox", "kit fox"]
+    assert all(r["status"] == "ok" for r in rows)
+    metrics = [json.loads(p.read_text()) for p in (workdir / "cluster").glob("vce/runs/*/fox/*/metrics.json")]
+    assert {m["target_prompt"] for m in metrics} == {f"an image of a {t}" for t in ("Arctic fox", "grey fox",
+                                                                                       "kit fox")}
+
+
+def test_authors_image_list_needs_an_imagenet_classifier(workdir):
+    val = workdir / "val_list"
+    val.mkdir(exist_ok=True)
+    proc = digin(workdir, "task.image_list=dig_in", f"paths.imagenet_val={val}", "classifier.num_classes=10",
+                 output="list")
+    one_line_error(proc, "ImageNet-1k classes", "has 10")
+    proc = digin(workdir, "task.image_list=dig_in", "task.indices=[3]", f"paths.imagenet_val={val}", output="list2")
+    one_line_error(proc, "task.image_list=dig_in chooses the images")

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 #: Bumped whenever the post-processing changes what is stored, so stale cache entries are not served.
 _CACHE_VERSION = 1
-_FIX = "use captioner=none (template-only captions)"
+_FIX = "use captioner=none (the ablation: template-only captions)"
 
 
 class Captioner(ABC):

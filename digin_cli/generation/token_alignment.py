@@ -2,7 +2,8 @@
 
 Prompt-to-prompt injection (:mod:`digin_cli.generation.attention`) replays the source prompt's cross-attention under
 the target prompt; ``token_alignment`` is the ``(77, 77)`` matrix M with target attention = source attention @ M, built
-word by word as the DiG-IN authors' remapping (with their unequal-count branch corrected, see :func:`match_words`).
+word by word as the DiG-IN authors' remapping (with their unequal-count branch corrected, see :func:`match_words`)
+and prompt-to-prompt's mass-keeping split of a source word over a longer target word.
 ``word_token_indices`` gives the token positions of the object words, whose attention makes the mask.
 """
 
@@ -116,32 +117,71 @@ def match_words(source: Sequence[Sequence[int]], target: Sequence[Sequence[int]]
     return match
 
 
+def _occurrences(ids: list[int], starts: list[int], phrase: list[int]) -> list[int]:
+    """Token offsets (in ``ids``, no BOS) of every non-overlapping whole-word occurrence of ``phrase``."""
+    found, after = [], 0
+    for start in starts:
+        if start >= after and ids[start:start + len(phrase)] == phrase:
+            found.append(start)
+            after = start + len(phrase)
+    return found
+
+
 def token_alignment(tokenizer, source_prompt: str, target_prompt: str, source_words: str | Sequence[str],
                     target_words: str | Sequence[str], embed: Callable[[str], torch.Tensor] | None = None
                     ) -> torch.Tensor:
     """The ``(77, 77)`` matrix M mapping source cross-attention to a target prompt: ``target = source @ M``.
 
-    For a word replacement (source and target prompts equal except ``source_words`` -> ``target_words``, e.g. the
-    class name), at word level as the DiG-IN authors do: tokens before the replaced words map 1:1; inside them, each
-    target word takes over one source word (:func:`match_words`: identical words one to one, the others by the CLIP
-    text-embedding distance of the words in their prompts); an identical word maps token by token, a different one
-    gives each of its tokens the mean of the matched source word's token columns; the tokens after them (rest of the
-    prompt, end-of-text, padding) map 1:1 shifted by the difference in token counts (the last source column is
-    repeated when the target is shorter).
+    For a word replacement (the target prompt is the source prompt with *every* occurrence of ``source_words``
+    replaced by ``target_words``, as the DiG-IN authors replace the class name), at word level as they do: tokens
+    outside the replaced words map 1:1 (shifted by the difference in token counts; the last source column is
+    repeated when the target is shorter); inside each occurrence, each target word takes over one source word
+    (:func:`match_words`: identical words one to one, the others by the CLIP text-embedding distance of the words in
+    their prompts). An identical word maps token by token; otherwise the source word's columns are split over the
+    target tokens that take it over with weight 1/k (k of them), as prompt-to-prompt's replacement mapper (Hertz et
+    al., ``get_replacement_mapper_``): a 1 -> 4 token swap ("newt" -> "axolotl") keeps the word's attention mass
+    instead of multiplying it by 4 (the authors' mean source column per target token does that).
 
     ``embed(prompt)`` returns the text encoder's ``(1, 77, D)`` (or ``(77, D)``) output for a prompt, e.g.
     ``StableDiffusion.encode_prompt``; a word's embedding is the mean over its token positions (the authors' mean
     CLIP token embedding). It is only needed when differing words have several candidates.
-    Columns of M sum to 1; rows of the remapped attention do not have to.
+    Every source row of M inside the window sums to 1, so each remapped attention row keeps its total mass (1).
     """
     n = int(tokenizer.model_max_length)
-    s0, s1 = _phrase_span(tokenizer, source_prompt, source_words, "source")
-    t0, t1 = _phrase_span(tokenizer, target_prompt, target_words, "target")
-    src, _ = _prompt_tokens(tokenizer, source_prompt)
+    _phrase_span(tokenizer, source_prompt, source_words, "source")  # clear errors: words missing or out of window
+    _phrase_span(tokenizer, target_prompt, target_words, "target")
+    phrase_s = [t for w in _words(source_words) for t in _word_tokens(tokenizer, w)]
+    phrase_t = [t for w in _words(target_words) for t in _word_tokens(tokenizer, w)]
+    src, src_starts = _prompt_tokens(tokenizer, source_prompt)
     tgt, _ = _prompt_tokens(tokenizer, target_prompt)
-    if src[:s0 - 1] != tgt[:t0 - 1] or src[s1 - 1:] != tgt[t1 - 1:]:
+    occurrences = _occurrences(src, src_starts, phrase_s)
+    expected, pieces, pos = [], [], 0  # the target the source implies; (source offset, target offset) per occurrence
+    for o in occurrences:
+        expected += src[pos:o]
+        pieces.append((o, len(expected)))
+        expected += phrase_t
+        pos = o + len(phrase_s)
+    expected += src[pos:]
+    if expected != tgt:
         raise ValueError(f"{source_prompt!r} and {target_prompt!r} must differ only in {source_words!r} -> "
-                         f"{target_words!r}")
+                         f"{target_words!r} (every occurrence replaced)")
+
+    def cell(row: int, col: int, value: float) -> None:  # +1: BOS; positions past the window are truncated away
+        if col + 1 < n:
+            mapping[min(row + 1, n - 1), col + 1] = value
+
+    mapping = torch.zeros(n, n)
+    mapping[0, 0] = 1.0
+    pos_s = pos_t = 0
+    for o, t in pieces:  # unchanged stretches before each occurrence: 1:1
+        for k in range(o - pos_s):
+            cell(pos_s + k, pos_t + k, 1.0)
+        pos_s, pos_t = o + len(phrase_s), t + len(phrase_t)
+    for k in range(n):  # the rest of the prompt, EOS and padding: 1:1, shifted
+        if pos_t + k + 1 < n:
+            cell(pos_s + k, pos_t + k, 1.0)
+
+    s0, t0 = pieces[0][0] + 1, pieces[0][1] + 1  # words are matched once, on the first occurrence
     src_words = _phrase_word_tokens(tokenizer, source_words, s0)
     tgt_words = _phrase_word_tokens(tokenizer, target_words, t0)
 
@@ -152,17 +192,18 @@ def token_alignment(tokenizer, source_prompt: str, target_prompt: str, source_wo
 
     match = match_words([ids for ids, _ in src_words], [ids for ids, _ in tgt_words],
                         distance if embed is not None else None)
-    mapping = torch.zeros(n, n)
-    for j in range(t0):
-        mapping[j, j] = 1.0
-    for (ids, columns), i in zip(tgt_words, match):
-        src_ids, rows = src_words[i]
-        if src_ids == ids:
-            mapping[rows, columns] = 1.0  # identical word: token k of the word to token k
-        else:
-            mapping[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1] = 1.0 / len(rows)
-    for j in range(t1, n):
-        mapping[min(j - t1 + s1, n - 1), j] = 1.0
+    for o, t in pieces:
+        for i, (src_ids, rows) in enumerate(src_words):
+            takers = [(ids, columns) for (ids, columns), m in zip(tgt_words, match) if m == i]
+            rows = [r - s0 + o for r in rows]
+            if len(takers) == 1 and takers[0][0] == src_ids:  # identical word: token k to token k
+                for k, c in enumerate(takers[0][1]):
+                    cell(rows[k], c - t0 + t, 1.0)
+                continue
+            columns = [c - t0 + t for _, cs in takers for c in cs]
+            for r in rows:
+                for c in columns:
+                    cell(r, c, 1.0 / len(columns))
     return mapping
 
 

@@ -4,10 +4,12 @@ Two steps of DiG-IN's foreground mask (official code, ``foreground_segmentation.
 
 * :func:`squash` — the ``sqrt_0.3`` squash of the max-normalised attention map, ``sqrt(clamp(A - t, 0) / (1 - t))``.
 * :func:`sample_points` — foreground points drawn with probability proportional to the squashed map among pixels above
-  ``sam_foreground_threshold`` (0.35). The authors compute a distance-based diversification but then sample from the
-  undiversified distribution; here the diversification is real: every next point is drawn from probabilities
-  down-weighted near the points already chosen, so the prompts spread over the object instead of piling up on the
-  attention peak.
+  ``sam_foreground_threshold`` (0.35). ``sampling="authors"`` (the default) is what their code does: ``num``
+  independent draws *with replacement* from that one distribution (they compute a distance-based diversification
+  but sample from ``Categorical(vals_normalized)``, so it is never used). ``sampling="spread"`` is digin's real
+  diversification: draws without replacement, each from probabilities damped near the points already chosen. It
+  spreads prompts over the object, but pushes them toward the region's coarse edge, where SAM picks up background;
+  hence it is an option, not the default.
 """
 
 from __future__ import annotations
@@ -33,24 +35,31 @@ def _as_2d(A: torch.Tensor) -> torch.Tensor:
     return A
 
 
+SAMPLING = ("authors", "spread")
+
+
 def sample_points(A: torch.Tensor, num: int = 5, threshold: float = 0.35, generator: torch.Generator | None = None,
-                  min_distance_frac: float = 0.1) -> torch.Tensor:
+                  min_distance_frac: float = 0.1, sampling: str = "authors") -> torch.Tensor:
     """Sample ``num`` foreground points from the map ``A`` (H, W), returned as ``(num, 2)`` integer ``(x, y)`` pixels.
 
     ``x`` is the column and ``y`` the row, the pixel-index convention of SAM point prompts.
 
     * Candidates are the pixels with ``A > threshold``; each is drawn with probability proportional to its value.
-    * Diversification: after each draw every candidate's weight is multiplied by ``1 - exp(-d^2 / (2 sigma^2))``,
+    * ``sampling="authors"``: the ``num`` draws are independent and with replacement (the authors'
+      ``foreground_segmentation.py``); ``min_distance_frac`` is ignored.
+    * ``sampling="spread"``: after each draw every candidate's weight is multiplied by ``1 - exp(-d^2 / (2 sigma^2))``,
       ``d`` its distance to the point just chosen and ``sigma = min_distance_frac * max(H, W)``.
       A chosen pixel therefore gets weight 0 (no repeats), and its neighbourhood is strongly discouraged.
       ``min_distance_frac=0`` switches diversification off (plain sampling without replacement).
-    * If no pixel passes the threshold, the argmax pixel(s) are the candidates. If the candidates run out (fewer than
-      ``num`` of them), the remaining draws repeat earlier points, so the result always holds ``num`` rows.
+    * If no pixel passes the threshold, the argmax pixel(s) are the candidates. If ``spread`` runs out of candidates
+      (fewer than ``num`` of them), the remaining draws repeat earlier points, so the result always holds ``num`` rows.
 
     Deterministic given ``generator`` (a CPU ``torch.Generator``); all work happens on the CPU.
     """
     if num < 1:
         raise ValueError(f"num must be >= 1, got {num}")
+    if sampling not in SAMPLING:
+        raise ValueError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
     A = _as_2d(A).detach().to("cpu", torch.float64)
     height, width = A.shape
     ys, xs = torch.nonzero(A > threshold, as_tuple=True)
@@ -60,6 +69,9 @@ def sample_points(A: torch.Tensor, num: int = 5, threshold: float = 0.35, genera
     else:
         base = A[ys, xs].clone()
     coords = torch.stack([xs, ys], dim=1)  # (N, 2) as (x, y)
+    if sampling == "authors":
+        idx = torch.multinomial(base / base.sum(), num, replacement=True, generator=generator)
+        return coords[idx].to(torch.long)
     coords_f = coords.to(torch.float64)
     sigma = float(min_distance_frac) * max(height, width)
 
@@ -95,4 +107,4 @@ def mean_pairwise_distance(points: torch.Tensor) -> float:
     return float(d.sum() / (n * (n - 1)))
 
 
-__all__ = ["squash", "sample_points", "mean_pairwise_distance"]
+__all__ = ["squash", "sample_points", "mean_pairwise_distance", "SAMPLING"]

@@ -5,7 +5,8 @@ DiG-IN feeds HQ-SAM ViT-H with ``sam_num_points=5`` positive point prompts sampl
 Differences from the authors' code, on purpose:
 
 * the model is loaded once, at construction (theirs is re-read from disk on every call);
-* the point sampling really diversifies (see :func:`~digin_cli.segmentation.points.sample_points`);
+* the point sampling follows the authors' rule by default, with a real diversification as an option (see
+  :func:`~digin_cli.segmentation.points.sample_points`);
 * an empty SAM mask falls back to the thresholded attention map (with a warning) instead of an empty foreground.
 
 ``tiny=True`` builds a seeded tiny random model of the same class (:func:`tiny_sam`) with no weights: the machinery
@@ -21,7 +22,7 @@ import torch
 
 from digin_cli.errors import DiginError, why_not_downloaded
 from digin_cli.segmentation.base import Segmenter
-from digin_cli.segmentation.points import sample_points
+from digin_cli.segmentation.points import SAMPLING, sample_points
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,9 @@ class SamSegmenter(Segmenter):
         num_points: point prompts per image (authors: 5), all positive.
         threshold: sampling threshold on the squashed map (authors: 0.35); also the fallback mask's threshold.
         multimask: ask SAM for 3 masks and keep the one with the best predicted IoU (authors: False, one mask).
-        min_distance_frac: diversification width, a fraction of the image side (0 = none).
+        point_sampling: ``'authors'`` (independent draws with replacement, the authors' rule) or ``'spread'``
+            (digin's diversification, see :func:`~digin_cli.segmentation.points.sample_points`).
+        min_distance_frac: ``spread``'s diversification width, a fraction of the image side (0 = none).
         seed: the point-sampling seed; each ``segment`` call starts from it, so results do not depend on call order.
         tiny: build a tiny random model (:func:`tiny_sam`) instead of loading weights.
         ops, ops_reference_size, squash_threshold, name, device: see :class:`Segmenter`.
@@ -126,11 +129,15 @@ class SamSegmenter(Segmenter):
 
     def __init__(self, pretrained: str | None = None, variant: str = "sam_hq", num_points: int = 5,
                  threshold: float = 0.35, multimask: bool = False, min_distance_frac: float = 0.1, seed: int = 0,
-                 tiny: bool = False, **kwargs):
+                 tiny: bool = False, point_sampling: str = "authors", **kwargs):
         super().__init__(threshold=threshold, **kwargs)
         _classes(variant)  # validates the variant
         if int(num_points) < 1:
             raise DiginError(f"segmentation.num_points must be >= 1, got {num_points}")
+        if point_sampling not in SAMPLING:
+            raise DiginError(f"segmentation.point_sampling must be one of {', '.join(SAMPLING)}, got "
+                             f"'{point_sampling}' — use authors (the paper's rule) or spread")
+        self.point_sampling = point_sampling
         self.variant = variant
         self.num_points = int(num_points)
         self.multimask = bool(multimask)
@@ -157,7 +164,7 @@ class SamSegmenter(Segmenter):
     def points(self, score: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """``(num_points, 2)`` integer ``(x, y)`` prompts sampled from a squashed map ``(H, W)``."""
         return sample_points(score, self.num_points, self.threshold, generator=generator,
-                             min_distance_frac=self.min_distance_frac)
+                             min_distance_frac=self.min_distance_frac, sampling=self.point_sampling)
 
     @torch.no_grad()
     def sam_mask(self, image: torch.Tensor, points: torch.Tensor | None = None,
@@ -207,7 +214,8 @@ class SamSegmenter(Segmenter):
     def __repr__(self) -> str:
         source = "tiny" if self.tiny else self.pretrained
         return (f"SamSegmenter(name={self.name!r}, variant={self.variant!r}, pretrained={source!r}, "
-                f"num_points={self.num_points}, threshold={self.threshold}, ops={list(self.ops)})")
+                f"num_points={self.num_points}, point_sampling={self.point_sampling!r}, threshold={self.threshold}, "
+                f"ops={list(self.ops)})")
 
 
 __all__ = ["SamSegmenter", "tiny_sam", "tiny_sam_config", "tiny_sam_processor", "load_sam", "VARIANTS"]

@@ -18,6 +18,7 @@ from digin_cli.captioning import build_captioner
 from digin_cli.classifiers import Classifier, readable, resolve_class
 from digin_cli.context import RunContext
 from digin_cli.data import InputImage
+from digin_cli.data.authors import IMAGENET_CLASSES, uvce_image_list, wordnet_cluster
 from digin_cli.errors import DiginError
 from digin_cli.objectives import Counterfactual, ForegroundAwareDistance
 from digin_cli.tasks.common import finish, require_invertible_sampler, run_items, save_optimisation
@@ -27,14 +28,28 @@ from digin_cli.tasks.common.real_images import (distances, overlay, real_image_e
 
 KEY_IMAGES = ["original.png", "mask_overlay.png", "init.png", "counterfactual.png"]  # report.html, in this order
 ITEM_KEYS = ["images", "indices", "image_classes", "images_per_class", "pairs", "filter_predicted", "targets",
-              "target_strategy", "num_targets"]  # task keys that only choose items (resume)
+              "target_strategy", "num_targets", "image_list"]  # task keys that only choose items (resume)
 
-STRATEGIES = ("second_most_likely", "nearest_text", "true_label")
+STRATEGIES = ("second_most_likely", "nearest_text", "true_label", "wordnet_cluster")
+IMAGE_LISTS = ("dig_in",)
+
+
+def _listed(task) -> dict[int, tuple[int, int | None]] | None:
+    """``task.image_list=dig_in``: the authors' UVCE list as {val index: (start class, target or None)}."""
+    if not task.get("image_list"):
+        return None
+    if task.image_list not in IMAGE_LISTS:
+        raise DiginError(f"unknown task.image_list '{task.image_list}' — use task.image_list=dig_in (the authors' "
+                         "ImageNet UVCE images) or null")
+    if task.images or task.indices or task.image_classes or task.pairs:
+        raise DiginError("task.image_list=dig_in chooses the images itself — leave task.images, task.indices, "
+                         "task.image_classes and task.pairs empty")
+    return {idx: (start, target) for idx, start, target in uvce_image_list()}
 
 
 def nearest_text_classes(ctx: RunContext, names: list[str]) -> torch.Tensor:
-    """Cosine similarities between class names in the generator's CLIP text space (a stand-in for the WordNet
-    hierarchy the paper uses, which is not available offline)."""
+    """Cosine similarities between class names in the generator's CLIP text space: "close classes" for any label
+    set (``wordnet_cluster`` is the authors' own ImageNet groups)."""
     sd = ctx.generator
     with torch.no_grad():
         embeds = torch.cat([sd.encode_prompt([f"a photograph of a {readable(n)}" for n in names[i:i + 64]]).mean(1)
@@ -44,7 +59,7 @@ def nearest_text_classes(ctx: RunContext, names: list[str]) -> torch.Tensor:
 
 
 def targets_for(ctx: RunContext, f: Classifier, item: InputImage, start: int, probs: torch.Tensor,
-                text_sims) -> list[int]:
+                text_sims, listed: tuple[int, int | None] | None = None) -> list[int]:
     task = ctx.cfg.task
     paired = [resolve_class(b, f.class_names) for a, b in task.pairs
               if item.label is not None and resolve_class(a, f.class_names) == item.label]
@@ -52,6 +67,15 @@ def targets_for(ctx: RunContext, f: Classifier, item: InputImage, start: int, pr
         targets = paired
     elif task.targets:
         targets = [resolve_class(t, f.class_names) for t in task.targets]
+    elif listed is not None and listed[1] is not None:  # the authors' list names this image's target
+        targets = [listed[1]]
+    elif task.target_strategy == "wordnet_cluster":  # the authors' targets: the other classes of the start's group
+        cluster = wordnet_cluster(start)
+        if cluster is None:  # as the authors: an image whose class is in no group is skipped
+            print(f"digin: warning: {item.path.name}: start class '{f.class_names[start]}' is in none of the authors' "
+                  "WordNet clusters; skipped", file=sys.stderr)
+            return []
+        targets = cluster[1]
     elif task.target_strategy == "true_label":
         if item.label is None:
             raise DiginError("task.target_strategy=true_label needs labelled images (paths.imagenet_val)")
@@ -60,8 +84,10 @@ def targets_for(ctx: RunContext, f: Classifier, item: InputImage, start: int, pr
         scores = probs.clone() if task.target_strategy == "second_most_likely" else text_sims()[start].clone()
         scores[start] = -float("inf")
         targets = scores.topk(int(task.num_targets)).indices.tolist()
+    # The authors' error visualisation: a misclassified image explained toward its own label (start = target).
+    misclassified = task.start == "label" and int(probs.argmax()) != start
     for t in targets:
-        if t == start:
+        if t == start and not misclassified:
             raise DiginError(f"target '{f.class_names[t]}' equals the start class of {item.path.name} — pick "
                              "another task.targets class or task.start")
     return targets
@@ -70,6 +96,7 @@ def targets_for(ctx: RunContext, f: Classifier, item: InputImage, start: int, pr
 def run(ctx: RunContext) -> dict:
     task, cfg = ctx.cfg.task, ctx.cfg
     require_invertible_sampler(ctx)
+    listed = _listed(task)
     if not task.images:
         require_imagenet_val(cfg.paths.imagenet_val)  # before any model is loaded: fail in a second, not minutes
     for pair in task.pairs:
@@ -78,12 +105,23 @@ def run(ctx: RunContext) -> dict:
     if task.target_strategy not in STRATEGIES and not task.targets:
         raise DiginError(f"unknown task.target_strategy '{task.target_strategy}' — use one of: "
                          f"{', '.join(STRATEGIES)}, or list task.targets")
+    # Built before the big models: a captioning model missing offline fails in a second (only its config is read).
+    captioner = build_captioner(cfg.captioner, Path(str(cfg.paths.cache_dir)), ctx.device)
+    if str(cfg.captioner.get("name", "none")) == "none":
+        print("digin: warning: captioner=none — the caption is only the template (\"an image of a <class>\"), an "
+              "ablation; the paper inverts a caption of the image (conf/task/vce.yaml selects captioner=hf)",
+              file=sys.stderr)
     f = ctx.classifier("classifier")
+    if (listed is not None or task.target_strategy == "wordnet_cluster" and not task.targets) and \
+            len(f.class_names) != IMAGENET_CLASSES:
+        raise DiginError(f"the authors' image list and WordNet clusters are in ImageNet-1k classes, but the classifier "
+                         f"has {len(f.class_names)} — use an ImageNet classifier, or task.targets / another "
+                         "task.target_strategy")
     for name in task.targets:  # unknown names fail before any image is read
         resolve_class(name, f.class_names)
     if task.start not in ("predicted", "label"):
         resolve_class(task.start, f.class_names)
-    images = select_images(ctx, f)
+    images = select_images(ctx, f, sorted(listed) if listed is not None else None)
     with torch.no_grad():  # one classifier pass per image serves the filter, the start class and the targets
         probs_of = {id(i): f(i.image.to(ctx.device)).softmax(-1)[0].cpu() for i in images}
     if task.filter_predicted is not None:
@@ -92,14 +130,12 @@ def run(ctx: RunContext) -> dict:
         if not images:
             raise DiginError(f"no selected image is predicted as '{f.class_names[keep]}' — relax "
                              "task.filter_predicted or select more images")
-    cache_dir = Path(str(cfg.paths.cache_dir))
     mask = str(cfg.segmentation.name)
     if mask == "none":  # an ablation, never a silent default (conf/task/vce.yaml selects sam_hq)
         print("digin: warning: segmentation=none — no foreground mask: Eq. 4 becomes a global distance and the "
               "background is not blended; use segmentation=sam_hq (or attention) for the paper's method",
               file=sys.stderr)
     editor = real_image_editor(ctx)  # segmenter once per run, not per image
-    captioner = build_captioner(cfg.captioner, cache_dir, ctx.device)
     settings, cutouts = ctx.optim_settings(), ctx.cutouts()
     sims_cache: dict = {}
 
@@ -111,9 +147,13 @@ def run(ctx: RunContext) -> dict:
     plan = []
     for image in images:
         probs = probs_of[id(image)]
-        start = start_class(task, f, image, probs)
-        for target in targets_for(ctx, f, image, start, probs, text_sims):
+        entry = listed.get(image.index) if listed is not None else None
+        start = entry[0] if entry is not None else start_class(task, f, image, probs)  # the list's start class
+        for target in targets_for(ctx, f, image, start, probs, text_sims, entry):
             plan.append((image, start, target, probs))
+    if not plan:
+        raise DiginError("no selected image has a target: their start classes are in none of the authors' WordNet "
+                         "clusters — pass task.targets or another task.target_strategy")
     prepared: dict[str, object] = {}
 
     def work(item_dir: Path, item: dict) -> dict:

@@ -1,4 +1,4 @@
-"""squash and foreground point sampling (with real diversification)."""
+"""squash and foreground point sampling: the authors' rule (default) and digin's diversification (option)."""
 
 import math
 
@@ -31,11 +31,14 @@ def _two_blobs(size=64, radius=6):
 
 def test_points_above_threshold_and_shape():
     A = squash(_blob())
-    pts = sample_points(A, num=5, threshold=0.35, generator=torch.Generator().manual_seed(1))
-    assert pts.shape == (5, 2) and pts.dtype == torch.long
-    x, y = pts[:, 0], pts[:, 1]
-    assert (A[y, x] > 0.35).all()  # (x, y) = (column, row)
-    assert len({tuple(p) for p in pts.tolist()}) == 5  # no repeats
+    for sampling in ("authors", "spread"):
+        pts = sample_points(A, num=5, threshold=0.35, generator=torch.Generator().manual_seed(1), sampling=sampling)
+        assert pts.shape == (5, 2) and pts.dtype == torch.long
+        x, y = pts[:, 0], pts[:, 1]
+        assert (A[y, x] > 0.35).all()  # (x, y) = (column, row)
+    assert len({tuple(p) for p in pts.tolist()}) == 5  # spread: no repeats
+    with pytest.raises(ValueError, match="sampling"):
+        sample_points(A, sampling="spreading")
 
 
 def test_points_xy_convention():
@@ -64,7 +67,7 @@ def test_points_fallback_to_argmax_and_repeats():
 def test_points_fewer_candidates_than_points():
     A = torch.zeros(8, 8)
     A[1, 1] = A[6, 6] = 1.0
-    pts = sample_points(A, num=4, threshold=0.5, generator=torch.Generator().manual_seed(0))
+    pts = sample_points(A, num=4, threshold=0.5, generator=torch.Generator().manual_seed(0), sampling="spread")
     assert {tuple(p) for p in pts.tolist()} == {(1, 1), (6, 6)}
 
 
@@ -75,7 +78,7 @@ def test_diversification_reaches_both_blobs():
         both = 0
         for seed in range(100):
             pts = sample_points(A, num=2, threshold=0.35, generator=torch.Generator().manual_seed(seed),
-                                min_distance_frac=frac)
+                                min_distance_frac=frac, sampling="spread")
             x, y = pts[:, 0], pts[:, 1]
             both += bool(a[y, x].any() and b[y, x].any())
         hits[frac] = both
@@ -87,6 +90,44 @@ def test_diversification_spreads_points_on_one_object():
     A = squash(_blob(sigma=12.0))
     plain, diverse = [], []
     for seed in range(60):
-        plain.append(mean_pairwise_distance(sample_points(A, 5, 0.35, torch.Generator().manual_seed(seed), 0.0)))
-        diverse.append(mean_pairwise_distance(sample_points(A, 5, 0.35, torch.Generator().manual_seed(seed), 0.1)))
+        plain.append(mean_pairwise_distance(sample_points(A, 5, 0.35, torch.Generator().manual_seed(seed), 0.0,
+                                                          "spread")))  # without replacement, no damping
+        diverse.append(mean_pairwise_distance(sample_points(A, 5, 0.35, torch.Generator().manual_seed(seed), 0.1,
+                                                            "spread")))
     assert sum(diverse) / len(diverse) > 1.15 * sum(plain) / len(plain)
+
+
+def test_authors_rule_histogram_matches_the_map_values():
+    """The default (the authors' rule): 5 independent draws with replacement, P(pixel) = value / sum of values above
+    the threshold. A planted map with four plateaus of known values: over 4000 seeded draws (800 calls x 5 points)
+    each plateau's share of the points must match its share of the value mass within 0.025 (4 binomial standard
+    errors at n = 4000 is <= 0.032; the seeds make the numbers fixed), and the chi-square test must not reject.
+    digin's spread rule gives the low plateaus more than their share, and the chi-square test rejects it."""
+    from scipy.stats import chisquare
+
+    A = torch.zeros(40, 40)
+    values = {(0, 0): 1.0, (0, 20): 0.8, (20, 0): 0.6, (20, 20): 0.4}  # 10x10 plateaus
+    for (r, c), v in values.items():
+        A[r:r + 10, c:c + 10] = v
+    A[35, 35] = 0.3  # below the threshold: never drawn
+    expected = torch.tensor(list(values.values())) / sum(values.values())
+
+    def shares(sampling):
+        counts = torch.zeros(4)
+        for seed in range(800):
+            pts = sample_points(A, 5, 0.35, torch.Generator().manual_seed(seed), sampling=sampling)
+            for x, y in pts.tolist():
+                assert A[y, x] > 0.35
+                counts[2 * (y >= 20) + (x >= 20)] += 1
+        return counts
+
+    counts = shares("authors")
+    assert counts.sum() == 4000
+    assert (counts / 4000 - expected).abs().max() < 0.025, (counts / 4000, expected)
+    assert chisquare(counts.numpy(), (expected * 4000).numpy()).pvalue > 0.001
+    # with replacement: the same pixel may come twice in one call (1 in 400 pixels, so repeats across 800 calls)
+    repeats = sum(len({tuple(p) for p in sample_points(A, 5, 0.35, torch.Generator().manual_seed(s)).tolist()}) < 5
+                  for s in range(800))
+    assert repeats > 0
+    spread = shares("spread")  # damping near earlier points moves mass to the low plateaus: the test tells it apart
+    assert chisquare(spread.numpy(), (expected * 4000).numpy()).pvalue < 1e-3  # the level the authors rule passes

@@ -101,6 +101,19 @@ def test_empty_pretrained_and_bad_variant():
         SamSegmenter(pretrained=None)
     with pytest.raises(DiginError, match="segmentation.variant"):
         SamSegmenter(tiny=True, variant="sam2")
+    with pytest.raises(DiginError, match="segmentation.point_sampling"):
+        SamSegmenter(tiny=True, point_sampling="random")
+
+
+def test_points_follow_the_authors_rule_unless_spread_is_asked_for():
+    from digin_cli.segmentation.points import sample_points
+
+    score = torch.rand(64, 64)
+    default = SamSegmenter(tiny=True, ops=())
+    assert default.point_sampling == "authors"
+    for seg, sampling in ((default, "authors"), (SamSegmenter(tiny=True, ops=(), point_sampling="spread"), "spread")):
+        expected = sample_points(score, 5, 0.35, torch.Generator().manual_seed(0), 0.1, sampling)
+        assert torch.equal(seg.points(score, torch.Generator().manual_seed(0)), expected)
 
 
 def test_hq_call_options_and_empty_mask_fallback(monkeypatch):

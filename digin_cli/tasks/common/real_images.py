@@ -19,11 +19,12 @@ from digin_cli.tasks.common import require_invertible_sampler, save_optimisation
 from digin_cli.tasks.common.inputs import crop_fraction, skip_unreadable
 
 
-def select_images(ctx: RunContext, f: Classifier) -> list[InputImage]:
-    """The images named by ``task.images`` / ``task.indices`` / ``task.image_classes`` (and vce's ``task.pairs``)."""
+def select_images(ctx: RunContext, f: Classifier, indices: list[int] | None = None) -> list[InputImage]:
+    """The images named by ``task.images`` / ``task.indices`` / ``task.image_classes`` (and vce's ``task.pairs``);
+    ``indices`` (ImageNet val) stand in for ``task.indices`` when a task draws them from elsewhere (vce's list)."""
     task, res = ctx.cfg.task, int(ctx.cfg.generator.resolution)
     imagenet_val = ctx.cfg.paths.imagenet_val
-    indices = list(task.indices) if task.indices else None
+    indices = list(indices) if indices is not None else (list(task.indices) if task.indices else None)
     classes = list(task.image_classes) + [pair[0] for pair in task.get("pairs", [])]
     if classes:
         if task.images:
