@@ -34,7 +34,7 @@ def folder(tmp_path_factory):
 
 
 def digin(work, *args, wandb=False):
-    base = ["task=vce", "generator=tiny", "classifier=tiny_a", "segmentation=tiny_sam", "device=cpu",
+    base = ["task=vce", "captioner=none", "generator=tiny", "classifier=tiny_a", "segmentation=tiny_sam", "device=cpu",
             f"paths.output_root={work / 'out'}", f"paths.cache_dir={work / 'cache'}", "generator.num_steps=3",
             "optimizer.augment.num=2", "optimizer.steps=1", "task.targets=[goldfish]", "task.p2p.injections=[0.3]",
             "task.p2p.blends=[0.0]", *(["logger=offline"] if wandb else [])]

@@ -175,7 +175,7 @@ def test_a_study_of_two_real_vce_runs(checker, tmp_path):
     ImageDraw.Draw(image).ellipse((16, 12, 48, 44), fill=(220, 90, 30))
     image.save(inputs / "fox.png")
     env = {**ENV, "PYTHONPATH": str(Path.cwd())}
-    base = [sys.executable, "-m", "digin_cli.cli", "task=vce", "generator=tiny", "classifier=tiny_a",
+    base = [sys.executable, "-m", "digin_cli.cli", "task=vce", "captioner=none", "generator=tiny", "classifier=tiny_a",
             "segmentation=tiny_sam", "device=cpu", f"task.images={inputs}", "task.targets=[goldfish]",
             "generator.num_steps=3", "optimizer.steps=1", "optimizer.augment.num=2", "task.inversion.inner_steps=2",
             "task.p2p.injections=[0.4]", "task.p2p.blends=[0.0]", f"paths.cache_dir={tmp_path / 'cache'}"]
