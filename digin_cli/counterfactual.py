@@ -64,6 +64,22 @@ def replace_words(prompt: str, source_words: str, target_words: str) -> str:
     return pattern.sub(target_words, prompt, count=1)
 
 
+def pin_region(pinned: torch.Tensor, trajectory: list[torch.Tensor], until: float, num_steps: int):
+    """A ``before_step`` hook pinning ``pinned`` (1 = kept) to a reference trajectory z_T, ..., z_0, the authors'
+    mask blend timing (DiG-IN ``sd_backprop_pipe.py``, ``step_function``): the latent *entering* step i is blended
+    with the reference's latent entering step i, for i < ``until`` · T, z_T included. None when ``until`` is 0.
+    Early steps fix the layout: pinning the region there keeps it intact while the rest is free to change."""
+    if until <= 0:
+        return None
+
+    def blend(i: int, z: torch.Tensor) -> torch.Tensor:
+        if i < until * num_steps:
+            return pinned * trajectory[i] + (1 - pinned) * z
+        return z
+
+    return blend
+
+
 class RealImageEditor:
     """Prepare and edit real images with one generator, sampler and segmenter.
 
@@ -127,16 +143,9 @@ class RealImageEditor:
             raise ValueError(f"keep must be 'background' or 'foreground', got {keep!r}")
         T, controller = self.sampler.num_steps, prepared.controller
         pinned = 1 - prepared.latent_mask if keep == "background" else prepared.latent_mask
-        trajectory = prepared.trajectory
-
-        def blend(i: int, z: torch.Tensor) -> torch.Tensor:
-            # Early steps fix the layout: pinning the kept region to the reconstruction's path there keeps it intact.
-            if i / T < schedule.blend:
-                return pinned * trajectory[i + 1] + (1 - pinned) * z
-            return z
 
         return SamplerHooks(cross_attention_kwargs=controller.cross_attention_kwargs,
-                            after_step=blend if schedule.blend > 0 else None)
+                            before_step=pin_region(pinned, prepared.trajectory, schedule.blend, T))
 
     def edit(self, prepared: PreparedImage, target_words: str | None, objective: Objective,
              settings: OptimSettings, injections=(0.3, 0.4, 0.5), blends=(0.0, 0.3), description: str = "editing",

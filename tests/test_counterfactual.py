@@ -85,6 +85,44 @@ def test_blend_pins_the_kept_region_to_the_reconstruction(tiny_sd, tmp_path):
     z = torch.randn_like(prep.inversion.z_T)
     for keep, region in (("foreground", prep.latent_mask), ("background", 1 - prep.latent_mask)):
         hooks = editor.hooks(prep, Schedule(inject=0.0, blend=1.0), keep)
-        blended = hooks.after_step(0, z)
-        torch.testing.assert_close(blended * region, prep.trajectory[1] * region)
+        assert hooks.after_step is None
+        # The authors' timing: the latent *entering* step 0 (z_T) is pinned to the reconstruction's z_T, which the
+        # old hook (output of step i blended with trajectory[i + 1]) never touched.
+        blended = hooks.before_step(0, z)
+        torch.testing.assert_close(blended * region, prep.trajectory[0] * region)
         torch.testing.assert_close(blended * (1 - region), z * (1 - region))
+
+
+def test_blend_replaces_the_latents_entering_the_first_30_percent_of_ten_steps(tiny_sd, tmp_path):
+    """A spy on the hook, T = 10, blend 0.3: exactly the latents entering steps 0, 1, 2 (z_T included) are replaced,
+    each by the reconstruction's latent entering the same step (DiG-IN sd_backprop_pipe.py, step_function)."""
+    import copy
+
+    sd10 = copy.copy(tiny_sd)
+    sd10.num_steps = 10
+    sampler = DDIMSampler(sd10)
+    assert sampler.num_steps == 10
+    g = torch.Generator().manual_seed(0)
+    image = F.interpolate(torch.rand(1, 3, 4, 4, generator=g), size=64, mode="bilinear", align_corners=False)
+    editor = RealImageEditor(sd10, sampler, BoxSegmenter(), InversionCache(tmp_path), "tiny:0", inner_steps=1)
+    prep = editor.prepare(image, "an image of a fiddler crab", "fiddler crab")
+    for keep, region in (("foreground", prep.latent_mask), ("background", 1 - prep.latent_mask)):
+        hooks = editor.hooks(prep, Schedule(inject=0.0, blend=0.3), keep)
+        seen, hook = [], hooks.before_step
+
+        def spy(i, z, hook=hook):
+            out = hook(i, z)
+            seen.append((i, z, out))
+            return out
+
+        hooks.before_step = spy
+        z_T = torch.randn(prep.inversion.z_T.shape, generator=g)
+        with torch.no_grad():
+            sampler.sample(z_T, sd10.encode_prompt("an image of a hermit crab"), prep.inversion.uncond, hooks=hooks)
+        assert [i for i, _, _ in seen] == list(range(10))
+        assert seen[0][1] is z_T
+        replaced = [i for i, z, out in seen if not torch.equal(z, out)]
+        assert replaced == [0, 1, 2], replaced
+        for i in replaced:
+            torch.testing.assert_close(seen[i][2] * region, prep.trajectory[i] * region)
+            torch.testing.assert_close(seen[i][2] * (1 - region), seen[i][1] * (1 - region))
