@@ -1,12 +1,13 @@
 """Harmful spurious features (DiG-IN Fig. 11): maximise a class's NPCA component in images of *other* classes.
 
-The component of class k (:func:`digin_cli.features.npca`: centred PCA of the contributions W[k] ⊙ φ(x) over the
-class's images, ordered by variance, signed to correlate with the class logit; value α_l(x) = v_l · (c(x) − μ_k))
-comes from ``paths.imagenet_train`` / ``task.component_images``, or from ``task.component_file``. Each start image
-is then edited as a neuron counterfactual (:func:`digin_cli.tasks.common.real_images.feature_counterfactual`) along the
-feature-space direction v_l ⊙ W[k], direction max, keeping the image's own object. If the prediction turns to k
-while the object stays, the component is a harmful spurious feature. Reported: prediction, p(k) and α before and
-after. The paper's Appendix G is not in our copy; the above is exactly what is computed.
+The components of class k are Neuhaus et al.'s (ref. [54]; :func:`digin_cli.features.npca`: centred PCA of the
+contributions W[k] ⊙ φ(x) over the class's images, ordered by variance and numbered from 0 as in their code, so
+Fig. 11's "comp. 1" is ``task.component=1``; value α_l(x) = ⟨c(x) − μ_k, v_l⟩ · ⟨v_l, 1⟩). They come from
+``paths.imagenet_train`` / ``task.component_images``, or from ``task.component_file``, and belong to the classifier
+they were computed for. Each start image is then edited as a neuron counterfactual
+(:func:`digin_cli.tasks.common.real_images.feature_counterfactual`) along the feature-space direction of α_l,
+keeping the image's own object. If the prediction turns to k while the object stays, the component is a harmful
+spurious feature. Reported: prediction, p(k) and α before and after.
 """
 
 from __future__ import annotations
@@ -84,12 +85,12 @@ def run(ctx: RunContext) -> dict:
 
         atomic_write_bytes(ctx.output_dir / COMPONENTS, save({"components": comps.components.contiguous(),
                                                              "variances": comps.variances, "mean": comps.mean}))
-    component = int(task.component)
-    if not 1 <= component <= len(comps.components):
-        raise DiginError(f"component {component} is out of range: class '{f.class_names[k]}' has "
-                         f"{len(comps.components)} components (1..{len(comps.components)}) — pick task.component "
-                         f"within 1..{len(comps.components)}")
-    direction, offset = comps.direction(component - 1)
+    component, count = int(task.component), len(comps.components)
+    if not 0 <= component < count:
+        raise DiginError(f"component {component} is out of range: class '{f.class_names[k]}' has {count} components "
+                         f"(numbered from 0, as Neuhaus et al.: 0..{count - 1}) — pick task.component within "
+                         f"0..{count - 1}")
+    direction, offset = comps.direction(component)
     images = select_images(ctx, f)
     with torch.no_grad():
         probs = {id(i): f(i.image.to(ctx.device)).softmax(-1)[0].cpu() for i in images}

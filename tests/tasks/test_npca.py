@@ -55,7 +55,7 @@ def test_bad_inputs(data, digin_here, expect_error, component_files, tmp_path, c
         "wrong_length": ([seg, image, f"task.component_file={component_files / 'short.pt'}"],
                          ["length 7", "64 features"]),
         "component_range": ([seg, image, train, "task.component_class=goldfish", "task.component=9"],
-                            ["component 9 is out of range", "1..4"]),
+                            ["component 9 is out of range", "0..3"]),
         "class_empty": ([seg, image, train, "task.component_class=tench"], ["'tench' has no images"]),
         "train_unset": ([seg, image, "task.component_class=goldfish"], ["paths.imagenet_train is unset"]),
         "nonlinear_head": ([seg, image, train, "task.component_class=goldfish",
