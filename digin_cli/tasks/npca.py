@@ -23,6 +23,7 @@ from digin_cli.features import NPCA, npca
 from digin_cli.objectives import FeatureActivation
 from digin_cli.tasks.common import finish, run_items
 from digin_cli.tasks.common.neurons import class_files, features_of, folder_files
+from digin_cli.tasks.common.object_words import caption_name, mask_words
 from digin_cli.tasks.common.real_images import (before_after_strip, feature_counterfactual, image_preparer,
                                                 real_image_editor, require_editing, require_imagenet_train,
                                                 require_imagenet_val, select_images, start_class, task_cutouts)
@@ -95,13 +96,16 @@ def run(ctx: RunContext) -> dict:
     with torch.no_grad():
         probs = {id(i): f(i.image.to(ctx.device)).softmax(-1)[0].cpu() for i in images}
     starts = {id(i): start_class(task, f, i, probs[id(i)]) for i in images}
+    names = {s: caption_name(f.class_names, s) for s in starts.values()}
+    words = {s: mask_words(name, task.get("mask_words")) for s, name in names.items()}
     editor = real_image_editor(ctx)
     prepare = image_preparer(ctx, editor)
     cutouts = task_cutouts(ctx)
 
     def work(item_dir, item):
         image = images[item["plan"]]
-        prep = prepare(image, f.class_names[starts[id(image)]])
+        start = starts[id(image)]
+        prep = prepare(image, names[start], words[start])
         activation = FeatureActivation(f, direction, +1, cutouts, report_class=k, offset=offset)
         summary = feature_counterfactual(ctx, editor, prep, f, activation, item_dir,
                                          {key: v for key, v in item.items() if key != "plan"},
@@ -112,7 +116,8 @@ def run(ctx: RunContext) -> dict:
         return summary
 
     items = [(ctx.writer.item_dir(image.name),
-              {"image": image.name, "start": f.class_names[starts[id(image)]], "class": f.class_names[k],
+              {"image": image.name, "start": f.class_names[starts[id(image)]],
+               "mask_words": words[starts[id(image)]], "class": f.class_names[k],
                "component": component, "plan": n})
              for n, image in enumerate(images)]
     rows = run_items(ctx, items, work, "NPCA components")
