@@ -198,3 +198,33 @@ class RealImageEditor:
     @property
     def segmenter_active(self) -> bool:
         return getattr(self.segmenter, "active", True)
+
+
+@dataclass
+class GeneratedObject:
+    """The object of a generated image: its sample, trajectory and masks (``task=neuron``'s ``keep_object``)."""
+
+    image: torch.Tensor
+    trajectory: list[torch.Tensor]
+    px_mask: torch.Tensor
+    latent_mask: torch.Tensor
+
+
+def generated_object(sd: StableDiffusion, sampler: DDIMSampler, segmenter: Segmenter, z_T: torch.Tensor,
+                     prompt: str, uncond: torch.Tensor | None, words: str, mask_steps: float = 0.5) -> GeneratedObject:
+    """Sample ``prompt`` from ``z_T`` once, storing the cross-attention of the first ``mask_steps`` of the steps, and
+    segment the object named by ``words`` as :meth:`RealImageEditor.prepare` does for a real image. The authors'
+    Salient ImageNet neuron script pins this foreground of the first SD sample (``imagenet_neuron_activation.py``,
+    foreground mask blend ``threshold_0.3``) so that the neuron changes the context, not the object."""
+    steps = list(range(max(1, math.ceil(sampler.num_steps * mask_steps))))
+    controller = AttentionController.for_sampler(sampler, mode="store", store_steps=steps)
+    cond = sd.encode_prompt(prompt)
+    with attention_control(sd.unet, controller), torch.no_grad():
+        out = sampler.sample(z_T, cond, uncond, keep_trajectory=True,
+                             hooks=SamplerHooks(cross_attention_kwargs=controller.cross_attention_kwargs))
+        image = sampler.decode(out.latents)
+    side, _ = mask_map_size(controller, steps)
+    attention = attention_maps(controller, word_token_indices(sd.tokenizer, prompt, words), steps,
+                               resolution=sd.resolution, sizes={side})
+    px_mask, latent_mask = segmenter.segment(image, attention, tuple(z_T.shape[-2:]))
+    return GeneratedObject(image, out.trajectory, px_mask, latent_mask)

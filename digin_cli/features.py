@@ -12,7 +12,9 @@ From the features:
   images times the head weight W[c, i], highest first;
 - :func:`npca`: class-wise "neural PCA" components (Neuhaus et al., ref. [54], the NPCA of DiG-IN Fig. 11), with
   their component value α_l (eigenvector-scaled, see its docstring);
-- :func:`top_activating`: the images that activate a neuron or direction most (the baseline of Figs. 9-10).
+- :func:`top_activating`: the images that activate a neuron or direction most (the baseline of Figs. 9-10);
+  :func:`top_activating_in_folders` the same over many folders (all of ImageNet train, one class folder at a
+  time, each through the cache), holding only the running top k.
 """
 
 from __future__ import annotations
@@ -208,3 +210,28 @@ def top_activating(features: torch.Tensor, direction: int | torch.Tensor, k: int
     values = features[:, direction] if isinstance(direction, int) else features.float() @ direction.float().cpu()
     top = values.topk(min(int(k), len(values)))
     return top.indices.tolist(), top.values.tolist()
+
+
+def top_activating_in_folders(classifier: Classifier, folders: Sequence[Path], directions: dict, k: int,
+                              resolution: int, cache: FeatureCache | None, identity: str, batch_size: int = 32
+                              ) -> dict:
+    """``{key: [(file, value), ...]}``: the ``k`` images of all ``folders`` with the highest φ_n (or φ · v) for
+    each of ``directions`` (``{key: int | tensor}``), highest first. Folders are extracted one at a time through
+    ``cache`` (one entry per folder, shared with class statistics of the same folder), so the whole of ImageNet
+    train streams through with one folder's features and the running top k in memory; empty folders are skipped.
+    """
+    from digin_cli.data.images import image_files
+    from digin_cli.errors import DiginError
+
+    best: dict = {key: [] for key in directions}
+    for folder in track(list(folders), "top activating images"):
+        try:
+            files = image_files(folder, "paths.imagenet_train")  # the listing class statistics use: same cache key
+        except DiginError:  # an empty class folder
+            continue
+        feats = image_features(classifier, files, resolution, cache, identity, batch_size, Path(folder).name)
+        for key, direction in directions.items():
+            top, values = top_activating(feats, direction, k)
+            merged = best[key] + [(files[i], v) for i, v in zip(top, values)]
+            best[key] = sorted(merged, key=lambda fv: -fv[1])[:k]
+    return best
