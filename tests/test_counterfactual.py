@@ -126,3 +126,47 @@ def test_blend_replaces_the_latents_entering_the_first_30_percent_of_ten_steps(t
         for i in replaced:
             torch.testing.assert_close(seen[i][2] * region, prep.trajectory[i] * region)
             torch.testing.assert_close(seen[i][2] * (1 - region), seen[i][1] * (1 - region))
+
+
+def test_keep_object_pins_the_first_samples_foreground_and_the_object_moves_less(tiny_sd):
+    """task=neuron's keep_object: generated_object segments the first SD sample (identical to a plain sample) and
+    pin_region holds its foreground, entering steps i < 0.3 T (z_T included), at that sample's trajectory while the
+    optimiser moves z_T; the object then changes less than without the pin (measured 0.019 vs 0.032 mean |Δ|)."""
+    from digin_cli.counterfactual import generated_object, pin_region
+    from digin_cli.generation.sampler import SamplerHooks
+    from digin_cli.optimize import DiginOptimizer
+
+    sampler = DDIMSampler(tiny_sd)
+    null, z = tiny_sd.null_embedding(), tiny_sd.initial_latent(0)
+    prompt = "a photograph of a goldfish"
+    obj = generated_object(tiny_sd, sampler, BoxSegmenter(), z, prompt, null, "goldfish")
+    with torch.no_grad():
+        plain = sampler.sample(z, tiny_sd.encode_prompt(prompt), null, keep_trajectory=True)
+        torch.testing.assert_close(obj.image, sampler.decode(plain.latents), rtol=0, atol=1e-6)
+    assert len(obj.trajectory) == sampler.num_steps + 1 and 0 < obj.latent_mask.mean() < 1
+
+    def objective(images, augment=False, latents=None):
+        loss = -images.mean()
+        return loss, {"loss": loss.item()}
+
+    changes, pinned_inputs = {}, []
+    for until in (0.0, 0.3):
+        hook = pin_region(obj.latent_mask, obj.trajectory, until, sampler.num_steps)
+
+        def spy(i, x, hook=hook):
+            out = hook(i, x)
+            pinned_inputs.append((i, out.detach()))
+            return out
+
+        hooks = SamplerHooks(before_step=spy if hook else None)
+        result = DiginOptimizer(sampler, OptimSettings(steps=4, lr=0.1), hooks).run(
+            z, tiny_sd.encode_prompt(prompt), null, objective)
+        assert result.best_index > 0
+        diff = (result.best.image - obj.image.cpu()).abs().mean(1, keepdim=True)
+        changes[until] = float((diff * obj.px_mask).sum() / obj.px_mask.sum())
+    m = obj.latent_mask
+    assert {i for i, _ in pinned_inputs} == set(range(sampler.num_steps))
+    for i, x in pinned_inputs:
+        if i < 0.3 * sampler.num_steps:  # steps 0 and 1 of 4: the foreground is the first sample's, every iterate
+            torch.testing.assert_close(x * m, obj.trajectory[i] * m)
+    assert changes[0.3] < 0.75 * changes[0.0], changes

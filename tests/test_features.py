@@ -176,3 +176,25 @@ def test_npca_components_add_up_to_the_centred_class_logit(n):
     # alpha does not depend on the SVD's arbitrary sign.
     flipped = type(comps)(-comps.components, comps.variances, comps.mean, comps.weight)
     torch.testing.assert_close(flipped.alpha(feats, 1), comps.alpha(feats, 1))
+
+
+def test_top_activating_over_all_class_folders_streams_through_the_cache(train, tmp_path):
+    """The top real images of a neuron come from every class folder (empty ones skipped), one folder at a time
+    through the cache: the same as ranking all images at once, and the class-statistics entry is reused."""
+    from digin_cli.features import top_activating_in_folders
+
+    root, reds = train
+    clf = Pooled()
+    cache = FeatureCache(tmp_path / "features")
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    files = [f for d in folders for f in sorted(d.glob("*.png"))]
+    ref = hand_features(clf, files)
+    image_features(clf, class_image_files(root, 1, CLASSES), RES, cache, "pooled", batch_size=8)  # class statistics
+    calls = clf.calls
+    top = top_activating_in_folders(clf, folders, {"red": 0, "green": 4}, 3, RES, cache, "pooled", batch_size=8)
+    assert clf.calls == calls + 1  # only the other class folder (one image) is extracted; nc1 is read from the cache
+    for key, n in (("red", 0), ("green", 4)):
+        order = ref[:, n].argsort(descending=True)[:3].tolist()
+        assert [p for p, _ in top[key]] == [files[i] for i in order]
+        torch.testing.assert_close(torch.tensor([v for _, v in top[key]]), ref[order, n], rtol=0, atol=1e-6)
+    assert top["red"][0][0].parent.name == "nc1" and top["red"][0][0].name == f"{int(reds.argmax()):03d}.png"

@@ -2,7 +2,7 @@
 (DiG-IN Sec. 6: the authors caption a neuron's top activating ImageNet training images with CogAgent-VQA as
 "[objects]" and score every word with 8 plain SD samples).
 
-Any transformers model of the captioner group works, loaded with transformers' own pipelines:
+Any transformers model of the captioner group works, loaded with transformers' auto classes:
 
 - an image-text-to-text (chat) model is asked :data:`PROMPT` (default ``captioner=objects``:
   ``Qwen/Qwen2-VL-2B-Instruct``, a 2B instruction-tuned VLM that follows "list the objects" reliably and fits any
@@ -24,6 +24,8 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+
+import torch
 
 from digin_cli.errors import DiginError, why_not_downloaded
 from digin_cli.io.atomic import atomic_write_json
@@ -94,28 +96,52 @@ class ObjectLister:
         key = hashlib.sha256(json.dumps([self.model_id, self.prompt, self.max_new_tokens]).encode()).hexdigest()[:16]
         root = Path(os.path.expanduser(str(cache_dir or Path.home() / ".cache" / "digin")))
         self.cache_path = root / "objects" / f"{key}.json"
-        self._pipe = None
+        self._model = self._processor = self._tokenizer = None
         self.generate_calls = 0
 
     def _load(self):
-        if self._pipe is None:
-            from transformers import pipeline
+        """Model + processor (or image processor + tokenizer), once, through transformers' auto classes."""
+        if self._model is None:
+            import transformers
+            from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
 
-            task = "image-text-to-text" if self.chat else "image-to-text"
-            self._pipe = pipeline(task, model=self.model_id, device=self.device)
-        return self._pipe
+            model = None
+            for name in ("AutoModelForImageTextToText", "AutoModelForVision2Seq"):
+                auto = getattr(transformers, name, None)
+                try:
+                    model = auto.from_pretrained(self.model_id) if auto is not None else None
+                except ValueError:  # not in this auto class's mapping: the next one
+                    continue
+                if model is not None:
+                    break
+            if model is None:
+                raise DiginError(f"cannot load '{self.model_id}' as an image-to-text model — set captioner.model= "
+                                 "to one, or pass task.objects=[...]")
+            self._model = model.to(self.device).eval()
+            processor = AutoProcessor.from_pretrained(self.model_id)
+            if hasattr(processor, "image_processor"):
+                self._processor, self._tokenizer = processor, processor.tokenizer
+            else:  # e.g. a ViT image processor with a separate tokenizer
+                self._processor, self._tokenizer = AutoImageProcessor.from_pretrained(self.model_id), \
+                    AutoTokenizer.from_pretrained(self.model_id)
+        return self._model
 
+    @torch.no_grad()
     def answer(self, image) -> str:
-        """The model's answer for one PIL image (no cache)."""
-        pipe = self._load()
+        """The model's answer for one PIL image (no cache); greedy decoding, so answers are reproducible."""
+        model = self._load()
         self.generate_calls += 1
         if self.chat:
-            messages = [{"role": "user", "content": [{"type": "image", "image": image},
-                                                     {"type": "text", "text": self.prompt}]}]
-            out = pipe(text=messages, max_new_tokens=self.max_new_tokens, return_full_text=False)
+            messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.prompt}]}]
+            text = self._processor.apply_chat_template(messages, add_generation_prompt=True)
+            inputs = self._processor(images=image, text=text, return_tensors="pt")
         else:
-            out = pipe(image, generate_kwargs={"max_new_tokens": self.max_new_tokens})
-        return str(out[0]["generated_text"]) if out else ""
+            inputs = self._processor(images=image, return_tensors="pt")
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        out = model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1)
+        if self.chat or "input_ids" in inputs:  # decoder-only: the answer follows the prompt
+            out = out[:, inputs["input_ids"].shape[1]:]
+        return self._tokenizer.decode(out[0], skip_special_tokens=True).strip()
 
     def answers(self, files: Sequence[Path]) -> dict[str, str]:
         """``{file: answer}``, from the cache where it holds them (keyed by path, size and mtime)."""
