@@ -3,10 +3,13 @@
 Per (neuron, direction, seed): start from SD's image for a prompt and optimise z_T and the per-step deltas on ∓φ_n
 (:class:`digin_cli.objectives.FeatureActivation`), reporting the confidence in the neuron's associated class. The
 prompt is ``task.prompt``, or the winner among ``task.objects`` (each scored by the mean φ_n of
-``task.object_samples`` plain samples of "a photograph of a <object>"; ``objects.csv`` keeps every mean) — this
-replaces the authors' CogAgent step — or, failing both, the associated class's name. With reference images the
-``task.top_images`` real images that activate the neuron most are shown under the generated ones in ``neuron.png``:
-the baseline the paper compares against.
+``task.object_samples`` plain samples of "a photograph of a <object>" from seeds disjoint from the optimisation
+seeds; ``objects.csv`` keeps every mean; ``auto``: the nouns a vision-language model names in the neuron's top
+activating training images, the authors' CogAgent step), or, failing both, the associated class's name
+(``task.pairs``: the authors' class-neuron pairs). ``task.keep_object`` pins the object's foreground in the first
+SD sample for the first 30 % of the steps, as the authors' script. The ``task.top_images`` real images that activate
+the neuron most (of the whole ``paths.imagenet_train``, or ``task.reference_images``) are shown under the generated
+ones in ``neuron.png``: the baseline the paper compares against.
 """
 
 from __future__ import annotations
@@ -111,8 +114,8 @@ def run(ctx: RunContext) -> dict:
     if keep and task.prompt and not task.get("mask_words"):
         raise DiginError("task.keep_object with task.prompt needs the object's words — pass task.mask_words=<words "
                          "of the prompt naming the object>")
-    folders = real_image_folders(ctx)
     k_real = max(int(task.top_images), int(task.get("auto_images", 0)) if auto else 0)
+    folders = real_image_folders(ctx) if k_real else None
     real = ({} if folders is None else
             top_activating_in_folders(f, folders, {n: n for n in dict.fromkeys(n for n, _ in targets)}, k_real,
                                       int(ctx.cfg.generator.resolution), feature_cache(ctx),
