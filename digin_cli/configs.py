@@ -116,6 +116,16 @@ def check_config(cfg: DictConfig) -> None:
     _number(cfg, "optimizer.augment.noise_sd", float, 0, example="0.005")
     _number(cfg, "task.images_per_class", int, 1, optional=True, example="1")
     _number(cfg, "task.num_targets", int, 1, optional=True, example="1")
+    # task=neuron (object choice, keep_object, real images)
+    for key, low in (("object_samples", 1), ("auto_images", 1), ("max_objects", 1), ("top_images", 0)):
+        _number(cfg, f"task.{key}", int, low, optional=True, example="8")
+    until = _number(cfg, "task.keep_until", float, 0, optional=True, example="0.3")
+    if until is not None and until > 1:
+        raise DiginError(f"task.keep_until is a fraction of the steps in [0, 1], got {until} — pass e.g. "
+                         "task.keep_until=0.3")
+    if OmegaConf.select(cfg, "task.keep_object", throw_on_missing=False) not in (None, True, False):
+        raise DiginError(f"task.keep_object must be true or false, got {cfg.task.keep_object!r} — pass e.g. "
+                         "task.keep_object=true")
     _int_list(cfg, "task.seeds")
     _int_list(cfg, "task.indices")
     num_shards = _number(cfg, "task.num_shards", int, 1, optional=True, example="8")

@@ -65,6 +65,22 @@ def replace_words(prompt: str, source_words: str, target_words: str) -> str:
     return pattern.sub(target_words, prompt)
 
 
+def pin_region(pinned: torch.Tensor, trajectory: list[torch.Tensor], until: float, num_steps: int):
+    """A ``before_step`` hook pinning ``pinned`` (1 = kept) to a reference trajectory z_T, ..., z_0, the authors'
+    mask blend timing (DiG-IN ``sd_backprop_pipe.py``, ``step_function``): the latent *entering* step i is blended
+    with the reference's latent entering step i, for i < ``until`` · T, z_T included. None when ``until`` is 0.
+    Early steps fix the layout: pinning the region there keeps it intact while the rest is free to change."""
+    if until <= 0:
+        return None
+
+    def blend(i: int, z: torch.Tensor) -> torch.Tensor:
+        if i < until * num_steps:
+            return pinned * trajectory[i] + (1 - pinned) * z
+        return z
+
+    return blend
+
+
 class RealImageEditor:
     """Prepare and edit real images with one generator, sampler and segmenter.
 
@@ -128,16 +144,9 @@ class RealImageEditor:
             raise ValueError(f"keep must be 'background' or 'foreground', got {keep!r}")
         T, controller = self.sampler.num_steps, prepared.controller
         pinned = 1 - prepared.latent_mask if keep == "background" else prepared.latent_mask
-        trajectory = prepared.trajectory
-
-        def blend(i: int, z: torch.Tensor) -> torch.Tensor:
-            # Early steps fix the layout: pinning the kept region to the reconstruction's path there keeps it intact.
-            if i / T < schedule.blend:
-                return pinned * trajectory[i + 1] + (1 - pinned) * z
-            return z
 
         return SamplerHooks(cross_attention_kwargs=controller.cross_attention_kwargs,
-                            after_step=blend if schedule.blend > 0 else None)
+                            before_step=pin_region(pinned, prepared.trajectory, schedule.blend, T))
 
     def edit(self, prepared: PreparedImage, target_words: str | None, objective: Objective,
              settings: OptimSettings, injections=(0.3, 0.4, 0.5), blends=(0.0, 0.3), description: str = "editing",
@@ -190,3 +199,33 @@ class RealImageEditor:
     @property
     def segmenter_active(self) -> bool:
         return getattr(self.segmenter, "active", True)
+
+
+@dataclass
+class GeneratedObject:
+    """The object of a generated image: its sample, trajectory and masks (``task=neuron``'s ``keep_object``)."""
+
+    image: torch.Tensor
+    trajectory: list[torch.Tensor]
+    px_mask: torch.Tensor
+    latent_mask: torch.Tensor
+
+
+def generated_object(sd: StableDiffusion, sampler: DDIMSampler, segmenter: Segmenter, z_T: torch.Tensor,
+                     prompt: str, uncond: torch.Tensor | None, words: str, mask_steps: float = 0.5) -> GeneratedObject:
+    """Sample ``prompt`` from ``z_T`` once, storing the cross-attention of the first ``mask_steps`` of the steps, and
+    segment the object named by ``words`` as :meth:`RealImageEditor.prepare` does for a real image. The authors'
+    Salient ImageNet neuron script pins this foreground of the first SD sample (``imagenet_neuron_activation.py``,
+    foreground mask blend ``threshold_0.3``) so that the neuron changes the context, not the object."""
+    steps = list(range(max(1, math.ceil(sampler.num_steps * mask_steps))))
+    controller = AttentionController.for_sampler(sampler, mode="store", store_steps=steps)
+    cond = sd.encode_prompt(prompt)
+    with attention_control(sd.unet, controller), torch.no_grad():
+        out = sampler.sample(z_T, cond, uncond, keep_trajectory=True,
+                             hooks=SamplerHooks(cross_attention_kwargs=controller.cross_attention_kwargs))
+        image = sampler.decode(out.latents)
+    side, _ = mask_map_size(controller, steps)
+    attention = attention_maps(controller, word_token_indices(sd.tokenizer, prompt, words), steps,
+                               resolution=sd.resolution, sizes={side})
+    px_mask, latent_mask = segmenter.segment(image, attention, tuple(z_T.shape[-2:]))
+    return GeneratedObject(image, out.trajectory, px_mask, latent_mask)

@@ -10,9 +10,11 @@ From the features:
 
 - :func:`class_feature_ranking`: Salient ImageNet's neuron importance for class c, mean φ_i over the class's
   images times the head weight W[c, i], highest first;
-- :func:`npca`: class-wise "neural PCA" components (Neuhaus et al., the NPCA of DiG-IN Fig. 11), see its docstring
-  for exactly what is computed (the paper's Appendix G is not in our copy);
-- :func:`top_activating`: the images that activate a neuron or direction most (the baseline of Figs. 9-10).
+- :func:`npca`: class-wise "neural PCA" components (Neuhaus et al., ref. [54], the NPCA of DiG-IN Fig. 11), with
+  their component value α_l (eigenvector-scaled, see its docstring);
+- :func:`top_activating`: the images that activate a neuron or direction most (the baseline of Figs. 9-10);
+  :func:`top_activating_in_folders` the same over many folders (all of ImageNet train, one class folder at a
+  time, each through the cache), holding only the running top k.
 """
 
 from __future__ import annotations
@@ -153,44 +155,55 @@ def class_feature_ranking(features: torch.Tensor, weight: torch.Tensor, target: 
 
 @dataclass
 class NPCA:
-    """Class-wise NPCA components of class k (see :func:`npca`)."""
+    """Class-wise NPCA components of class k (see :func:`npca`). Components are numbered from 0 in variance order,
+    as in Neuhaus et al.'s code: DiG-IN Fig. 11's "great white shark comp. 1" is index 1 (the second)."""
 
     components: torch.Tensor
     """``(L, F)`` unit rows v_l in contribution space, ordered by variance."""
     variances: torch.Tensor
-    """``(L,)`` variance of α_l over the class's images."""
+    """``(L,)`` eigenvalues of the contributions' covariance: the variance of ⟨c(x) − μ_k, v_l⟩ over the class's
+    images (α_l's variance is this times ⟨v_l, 1⟩²)."""
     mean: torch.Tensor
     """``(F,)`` μ_k, the mean contribution over the class's images."""
     weight: torch.Tensor
     """``(F,)`` W[k], the class's head weights."""
 
+    def scale(self, component: int) -> float:
+        """⟨v_l, 1⟩: the eigenvector scale of Neuhaus et al. (``eigvec_scale=True``)."""
+        return float(self.components[component].sum())
+
     def direction(self, component: int) -> tuple[torch.Tensor, float]:
-        """``(u, offset)`` with α_l(x) = φ(x) · u + offset, i.e. u = v_l ⊙ W[k] and offset = −v_l · μ_k: the
-        feature-space direction :class:`digin_cli.objectives.FeatureActivation` maximises."""
-        v = self.components[component]
-        return v * self.weight, -float(v @ self.mean)
+        """``(u, offset)`` with α_l(x) = φ(x) · u + offset, i.e. u = ⟨v_l, 1⟩ v_l ⊙ W[k] and
+        offset = −⟨v_l, 1⟩ v_l · μ_k: the feature-space direction :class:`digin_cli.objectives.FeatureActivation`
+        maximises."""
+        v, s = self.components[component], self.scale(component)
+        return s * v * self.weight, -s * float(v @ self.mean)
 
     def alpha(self, features: torch.Tensor, component: int) -> torch.Tensor:
-        """α_l(x) = v_l · (W[k] ⊙ φ(x) − μ_k) for each row of ``features``."""
-        return (features.float() * self.weight - self.mean) @ self.components[component]
+        """α_l(x) = ⟨W[k] ⊙ φ(x) − μ_k, v_l⟩ · ⟨v_l, 1⟩ for each row of ``features``."""
+        v = self.components[component]
+        return ((features.float() * self.weight - self.mean) @ v) * v.sum()
 
 
 def npca(features: torch.Tensor, weight_row: torch.Tensor) -> NPCA:
-    """Class-wise neural PCA of class k from its images' features ``(N, F)`` and head row ``weight_row`` = W[k].
+    """Class-wise neural PCA of class k (Neuhaus et al. [54] of DiG-IN, Spurious ImageNet's ``neural_pca`` with
+    ``eigvec_scale=True``) from its images' features ``(N, F)`` and head row ``weight_row`` = W[k].
 
-    Exactly: contributions c(x) = W[k] ⊙ φ(x) (the per-feature terms of the class logit, which is Σ_i c_i(x) + b_k);
+    Contributions c(x) = W[k] ⊙ φ(x) (the per-feature terms of the class logit, which is Σ_i c_i(x) + b_k);
     μ_k = mean of c over the images; a centred PCA via ``torch.linalg.svd(C − μ_k)``, components ordered by
-    variance S²/(N − 1); each component's sign chosen so that its value α_l(x) = v_l · (c(x) − μ_k) correlates
-    positively with the class logit over the images (SVD signs are arbitrary; with this choice maximising α_l
-    pushes toward the class).
+    variance S²/(N − 1) and numbered from 0; the component value α_l(x) = ⟨c(x) − μ_k, v_l⟩ · ⟨v_l, 1⟩.
+
+    The scale ⟨v_l, 1⟩ makes the values add up: with all components, Σ_l α_l(x) = ⟨c(x) − μ_k, Σ_l v_l v_lᵀ 1⟩ =
+    logit_k(x) − mean logit_k over the images (for x whose c(x) − μ_k lies in the components' span, e.g. the class's
+    own images). It also makes α_l independent of v_l's arbitrary SVD sign, and each α_l covaries positively with
+    the logit (its covariance is α_l's variance), so maximising α_l pushes toward the class. Signs are fixed to
+    ⟨v_l, 1⟩ ≥ 0 only so that stored components are reproducible.
     """
     w = weight_row.detach().float().cpu()
     c = features.detach().float().cpu() * w
     mean = c.mean(0)
-    centred = c - mean
-    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
-    logit = centred.sum(1)  # the class logit minus its mean over the images
-    signs = torch.where(((centred @ vh.T) * logit[:, None]).sum(0) < 0, -1.0, 1.0)
+    _, s, vh = torch.linalg.svd(c - mean, full_matrices=False)
+    signs = torch.where(vh.sum(1) < 0, -1.0, 1.0)
     return NPCA(vh * signs[:, None], s ** 2 / max(len(c) - 1, 1), mean, w)
 
 
@@ -199,3 +212,29 @@ def top_activating(features: torch.Tensor, direction: int | torch.Tensor, k: int
     values = features[:, direction] if isinstance(direction, int) else features.float() @ direction.float().cpu()
     top = values.topk(min(int(k), len(values)))
     return top.indices.tolist(), top.values.tolist()
+
+
+def top_activating_in_folders(classifier: Classifier, folders: Sequence[Path], directions: dict, k: int,
+                              resolution: int, cache: FeatureCache | None, identity: str, batch_size: int = 32,
+                              crop_fraction: float = CROP_FRACTION) -> dict:
+    """``{key: [(file, value), ...]}``: the ``k`` images of all ``folders`` with the highest φ_n (or φ · v) for
+    each of ``directions`` (``{key: int | tensor}``), highest first. Folders are extracted one at a time through
+    ``cache`` (one entry per folder, shared with class statistics of the same folder), so the whole of ImageNet
+    train streams through with one folder's features and the running top k in memory; empty folders are skipped.
+    """
+    from digin_cli.data.images import image_files
+    from digin_cli.errors import DiginError
+
+    best: dict = {key: [] for key in directions}
+    for folder in track(list(folders), "top activating images"):
+        try:
+            files = image_files(folder, "paths.imagenet_train")  # the listing class statistics use: same cache key
+        except DiginError:  # an empty class folder
+            continue
+        feats = image_features(classifier, files, resolution, cache, identity, batch_size, Path(folder).name,
+                               crop_fraction)
+        for key, direction in directions.items():
+            top, values = top_activating(feats, direction, k)
+            merged = best[key] + [(files[i], v) for i, v in zip(top, values)]
+            best[key] = sorted(merged, key=lambda fv: -fv[1])[:k]
+    return best

@@ -93,11 +93,13 @@ def test_ranking_npca_and_top_activating_equal_hand_computation(train, tmp_path)
     planted = planted * torch.sign(planted.sum())  # the sign that raises the class logit
     cos = float(comps.components[0] @ planted / planted.norm())
     assert cos > 0.99, cos
-    # Signed to correlate positively with the class logit, and alpha is the centred projection.
+    # alpha is the centred projection times <v, 1> (Neuhaus et al.'s eigvec_scale), so it covaries positively with
+    # the class logit whatever the SVD sign.
     alpha = comps.alpha(feats, 0)
     logits = feats @ w[1]
     assert float(((alpha - alpha.mean()) * (logits - logits.mean())).sum()) > 0
-    torch.testing.assert_close(alpha, centred @ comps.components[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(alpha, (centred @ comps.components[0]) * comps.components[0].sum(), rtol=1e-5,
+                               atol=1e-6)
     u, offset = comps.direction(0)
     torch.testing.assert_close(feats @ u + offset, alpha, rtol=1e-5, atol=1e-5)
 
@@ -150,3 +152,49 @@ def test_class_folders_errors(train, tmp_path):
         class_image_files(root, 0, CLASSES + ["c4"])
     with pytest.raises(DiginError, match="folder not found"):
         class_image_files(tmp_path / "nope", 0, CLASSES)
+
+
+@pytest.mark.parametrize("n", [12, 80])  # fewer images than features (components span the data) and more
+def test_npca_components_add_up_to_the_centred_class_logit(n):
+    """Spurious ImageNet's neural PCA (eigvec_scale=True): with all components, sum_l alpha_l(x) is the class-k
+    logit minus its mean over the class images, to 1e-4 (without the <v_l, 1> factor the sum is another number)."""
+    g = torch.Generator().manual_seed(n)
+    F_ = 24
+    feats = torch.rand(n, F_, generator=g) * torch.linspace(0.2, 3, F_)
+    weight = torch.randn(5, F_, generator=g)
+    k = 3
+    comps = npca(feats, weight[k])
+    logits = feats @ weight[k]
+    total = sum(comps.alpha(feats, l) for l in range(len(comps.components)))
+    torch.testing.assert_close(total, logits - logits.mean(), rtol=0, atol=1e-4)
+    unscaled = sum((feats * weight[k] - comps.mean) @ v for v in comps.components)
+    assert (unscaled - (logits - logits.mean())).abs().max() > 1e-2
+    # The same through the feature-space direction the tasks optimise, and the variances in order.
+    total_dir = sum(feats @ u + o for u, o in map(comps.direction, range(len(comps.components))))
+    torch.testing.assert_close(total_dir, logits - logits.mean(), rtol=0, atol=1e-4)
+    assert (comps.variances[:-1] >= comps.variances[1:]).all()
+    # alpha does not depend on the SVD's arbitrary sign.
+    flipped = type(comps)(-comps.components, comps.variances, comps.mean, comps.weight)
+    torch.testing.assert_close(flipped.alpha(feats, 1), comps.alpha(feats, 1))
+
+
+def test_top_activating_over_all_class_folders_streams_through_the_cache(train, tmp_path):
+    """The top real images of a neuron come from every class folder (empty ones skipped), one folder at a time
+    through the cache: the same as ranking all images at once, and the class-statistics entry is reused."""
+    from digin_cli.features import top_activating_in_folders
+
+    root, reds = train
+    clf = Pooled()
+    cache = FeatureCache(tmp_path / "features")
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    files = [f for d in folders for f in sorted(d.glob("*.png"))]
+    ref = hand_features(clf, files)
+    image_features(clf, class_image_files(root, 1, CLASSES), RES, cache, "pooled", batch_size=8)  # class statistics
+    calls = clf.calls
+    top = top_activating_in_folders(clf, folders, {"red": 0, "green": 4}, 3, RES, cache, "pooled", batch_size=8)
+    assert clf.calls == calls + 1  # only the other class folder (one image) is extracted; nc1 is read from the cache
+    for key, n in (("red", 0), ("green", 4)):
+        order = ref[:, n].argsort(descending=True)[:3].tolist()
+        assert [p for p, _ in top[key]] == [files[i] for i in order]
+        torch.testing.assert_close(torch.tensor([v for _, v in top[key]]), ref[order, n], rtol=0, atol=1e-6)
+    assert top["red"][0][0].parent.name == "nc1" and top["red"][0][0].name == f"{int(reds.argmax()):03d}.png"

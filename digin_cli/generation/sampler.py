@@ -29,11 +29,14 @@ class SamplerHooks:
     """Optional per-step extensions used by later tasks (prompt-to-prompt, mask blending).
 
     ``cross_attention_kwargs(i)`` is passed to the UNet's attention processors at step ``i``;
-    ``after_step(i, z)`` may replace the latent produced by step ``i`` (e.g. blend in a reference trajectory).
-    Both must be pure functions of their inputs: with checkpointing a step is run again during backward.
+    ``before_step(i, z)`` may replace the latent entering step ``i`` (z_T for i = 0), before the UNet sees it: the
+    authors' mask blend (DiG-IN ``sd_backprop_pipe.py``, ``step_function``) pins a region there;
+    ``after_step(i, z)`` may replace the latent produced by step ``i``.
+    All must be pure functions of their inputs: with checkpointing a step is run again during backward.
     """
 
     cross_attention_kwargs: Callable[[int], dict | None] | None = None
+    before_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None
     after_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None
 
 
@@ -131,6 +134,8 @@ class DDIMSampler:
     def step(self, z: torch.Tensor, i: int, cond: torch.Tensor, uncond: torch.Tensor | None,
              hooks: SamplerHooks | None = None, noise: object | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One step z_t -> z_{t-1} (DDIM: Eq. 1) through the scheduler's ``step``; returns (z_{t-1}, x0-prediction)."""
+        if hooks and hooks.before_step:
+            z = hooks.before_step(i, z)
         eps = self.noise_prediction(z, i, cond, uncond, hooks)
         z_prev, x0 = self.scheduler_step(eps, i, z, noise)
         if hooks and hooks.after_step:

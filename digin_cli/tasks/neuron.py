@@ -3,34 +3,44 @@
 Per (neuron, direction, seed): start from SD's image for a prompt and optimise z_T and the per-step deltas on ∓φ_n
 (:class:`digin_cli.objectives.FeatureActivation`), reporting the confidence in the neuron's associated class. The
 prompt is ``task.prompt``, or the winner among ``task.objects`` (each scored by the mean φ_n of
-``task.object_samples`` plain samples of "a photograph of a <object>"; ``objects.csv`` keeps every mean) — this
-replaces the authors' CogAgent step — or, failing both, the associated class's name. With reference images the
-``task.top_images`` real images that activate the neuron most are shown under the generated ones in ``neuron.png``:
-the baseline the paper compares against.
+``task.object_samples`` plain samples of "a photograph of a <object>" from seeds disjoint from the optimisation
+seeds; ``objects.csv`` keeps every mean; ``auto``: the nouns a vision-language model names in the neuron's top
+activating training images, the authors' CogAgent step), or, failing both, the associated class's name
+(``task.pairs``: the authors' class-neuron pairs). ``task.keep_object`` pins the object's foreground in the first
+SD sample for the first 30 % of the steps, as the authors' script. The ``task.top_images`` real images that activate
+the neuron most (of the whole ``paths.imagenet_train``, or ``task.reference_images``) are shown under the generated
+ones in ``neuron.png``: the baseline the paper compares against.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import torch
 from PIL import Image
 
 from digin_cli.context import RunContext
+from digin_cli.counterfactual import generated_object, pin_region
 from digin_cli.data import load_inputs
 from digin_cli.device import peak_memory_mb
 from digin_cli.errors import DiginError
-from digin_cli.features import top_activating
+from digin_cli.features import classifier_key, top_activating_in_folders
+from digin_cli.generation.sampler import SamplerHooks
 from digin_cli.objectives import FeatureActivation
 from digin_cli.optimize import DiginOptimizer
+from digin_cli.segmentation import build_segmenter
 from digin_cli.tasks.common import finish, run_items, save_optimisation
 from digin_cli.tasks.common.inputs import crop_fraction
-from digin_cli.tasks.common.neurons import class_files, directions, features_of, folder_files, neuron_targets
-from digin_cli.tasks.common.real_images import require_imagenet_train
+from digin_cli.tasks.common.neurons import (check_feature, directions, feature_cache, folder_files, neuron_targets,
+                                            object_lister)
+from digin_cli.tasks.common.object_words import caption_name, mask_words
+from digin_cli.tasks.common.real_images import overlay, require_imagenet_train
 
-KEY_IMAGES = ["neuron_*/neuron.png", "neuron_*/*/seed_*/best.png"]
-ITEM_KEYS = ["neurons", "top_features_of", "top_k", "direction", "seeds"]  # task keys that only choose items (resume)
+KEY_IMAGES = ["*neuron_*/neuron.png", "*neuron_*/*/seed_*/best.png"]
+ITEM_KEYS = ["neurons", "pairs", "top_features_of", "top_k", "direction", "seeds"]  # only choose items (resume)
+OBJECT_SEED_BASE = 1_000_000  # object scores use seeds 10^6, 10^6 + 1, ...: disjoint from the optimisation seeds
 
 
 def objects_of(task) -> list[str]:
@@ -48,14 +58,32 @@ def objects_of(task) -> list[str]:
     return [str(o) for o in objects or []]
 
 
-def reference_files(ctx: RunContext, f) -> list[Path] | None:
-    task = ctx.cfg.task
-    if task.reference_images:
-        return folder_files(ctx, task.reference_images, "task.reference_images")
-    if task.reference_class is not None:
-        from digin_cli.classifiers import resolve_class
+def neuron_pairs(ctx: RunContext, f) -> list[tuple[int, int | None]]:
+    """``task.pairs`` ([[class, neuron], ...], the authors' class-neuron pairs) or the targets of
+    :func:`neuron_targets` (``task.neurons`` / ``task.top_features_of``)."""
+    from digin_cli.classifiers import resolve_class
 
-        return class_files(ctx, f, resolve_class(task.reference_class, f.class_names))
+    pairs = list(ctx.cfg.task.get("pairs") or [])
+    for pair in pairs:
+        if len(pair) != 2:
+            raise DiginError(f"task.pairs entries are [class, neuron], got {list(pair)} — e.g. "
+                             "task.pairs='[[fiddler crab,870]]'")
+    if pairs:
+        return [(check_feature(f, n, "task.pairs"), resolve_class(c, f.class_names)) for c, n in pairs]
+    return neuron_targets(ctx, f)
+
+
+def real_image_folders(ctx: RunContext) -> list[Path] | None:
+    """Where the top activating real images come from: ``task.reference_images`` (one folder), else every class
+    folder of ``paths.imagenet_train`` (the whole training set, as the authors), else nowhere."""
+    task, train = ctx.cfg.task, ctx.cfg.paths.get("imagenet_train")
+    if task.reference_images:
+        folder_files(ctx, task.reference_images, "task.reference_images")  # checked (exists, holds images) up front
+        return [Path(str(task.reference_images)).expanduser()]
+    if train:
+        require_imagenet_train(train)
+        root = Path(str(train)).expanduser()
+        return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     return None
 
 
@@ -65,28 +93,61 @@ def run(ctx: RunContext) -> dict:
     seeds = [int(s) for s in task.seeds]
     if not seeds:
         raise DiginError("task.seeds must name at least one seed, e.g. task.seeds='[0,1]'")
-    objects = objects_of(task)
-    if task.top_features_of is not None or (task.reference_class is not None and not task.reference_images):
+    auto = str(task.objects) == "auto"
+    objects = [] if auto else objects_of(task)
+    scoring = [OBJECT_SEED_BASE + s for s in range(int(task.object_samples))]
+    if set(scoring) & set(seeds):
+        raise DiginError(f"task.seeds {sorted(set(scoring) & set(seeds))} are object-scoring seeds (from "
+                         f"{OBJECT_SEED_BASE}) — pick optimisation seeds below {OBJECT_SEED_BASE}")
+    keep = bool(task.get("keep_object", False))
+    if keep and (ctx.cfg.segmentation.get("name", "none") == "none" or not ctx.cfg.segmentation.get("_target_")):
+        raise DiginError("task.keep_object pins the object's mask, but segmentation=none gives none — pass "
+                         "segmentation=sam_hq (or sam / attention; tiny_sam for tests), or task.keep_object=false")
+    if task.top_features_of is not None or auto:
         require_imagenet_train(ctx.cfg.paths.imagenet_train)  # before any model loads
+    lister = object_lister(ctx) if auto else None
     f = ctx.classifier("classifier")
-    targets = neuron_targets(ctx, f)
-    if not task.prompt and not objects and any(label is None for _, label in targets):
+    targets = neuron_pairs(ctx, f)
+    pair_mode = bool(task.get("pairs"))
+    if not task.prompt and not objects and not auto and any(label is None for _, label in targets):
         raise DiginError("no starting prompt for a neuron without an associated class — pass task.prompt='a "
                          "photograph of a ...' or task.objects=[...]")
-    references = reference_files(ctx, f)  # listed (and so checked) before the generator loads
+    if keep and task.prompt and not task.get("mask_words"):
+        raise DiginError("task.keep_object with task.prompt needs the object's words — pass task.mask_words=<words "
+                         "of the prompt naming the object>")
+    k_real = max(int(task.top_images), int(task.get("auto_images", 0)) if auto else 0)
+    folders = real_image_folders(ctx) if k_real else None
+    real = ({} if folders is None else
+            top_activating_in_folders(f, folders, {n: n for n in dict.fromkeys(n for n, _ in targets)}, k_real,
+                                      int(ctx.cfg.generator.resolution), feature_cache(ctx),
+                                      classifier_key(ctx.cfg.classifier), int(task.feature_batch_size),
+                                      crop_fraction(ctx)))
+    folder_of = (lambda n, label: ctx.writer.item_dir(f"class_{label}_neuron_{n}")) if pair_mode else \
+        (lambda n, label: ctx.writer.item_dir(f"neuron_{n}"))
     sd, sampler = ctx.generator, ctx.sampler()
-    optimizer = DiginOptimizer(sampler, ctx.optim_settings())
+    settings = ctx.optim_settings()
     null, cutouts = sd.null_embedding(), ctx.cutouts()
-    chosen: dict[tuple[int, int], str] = {}
+    segmenter = build_segmenter(ctx.cfg.segmentation, ctx.device) if keep else None
+    chosen: dict[tuple[int, int | None, int], str] = {}
 
-    def object_means(n: int) -> dict[str, float]:
-        path = ctx.writer.item_dir(f"neuron_{n}") / "objects.csv"
+    def candidates(n: int, folder: Path) -> list[str]:
+        if not auto:
+            return objects
+        found = lister.objects([p for p, _ in real.get(n, [])[:int(task.auto_images)]], folder)
+        if not found:
+            raise DiginError(f"the object lister found no objects in neuron {n}'s top activating images — pass "
+                             "task.objects=[...] or another captioner.model")
+        return found[:int(task.max_objects)]
+
+    def object_means(n: int, folder: Path) -> dict[str, float]:
+        path = folder / "objects.csv"
         if path.is_file():  # a resumed run keeps the earlier choice
             with path.open(newline="", encoding="utf-8") as fh:
                 return {row["object"]: float(row["mean_phi"]) for row in csv.DictReader(fh)}
         means, rows = {}, []
-        z = torch.cat([sd.initial_latent(s) for s in range(int(task.object_samples))])
-        for obj in objects:
+        # The authors' 8 samples per object, from seeds no optimisation uses: the score is not the start image's.
+        z = torch.cat([sd.initial_latent(s) for s in scoring])
+        for obj in candidates(n, folder):
             prompt = task.prompt_template.format(obj)
             with torch.no_grad():
                 cond = sd.encode_prompt(prompt).expand(len(z), -1, -1)
@@ -94,26 +155,40 @@ def run(ctx: RunContext) -> dict:
                 phis = f.features(images)[:, n]
             means[obj] = phis.mean().item()
             rows.append({"object": obj, "prompt": prompt, "mean_phi": means[obj],
-                         **{f"phi_seed_{s}": v for s, v in enumerate(phis.tolist())}})
+                         **{f"phi_seed_{s}": v for s, v in zip(scoring, phis.tolist())}})
         ctx.writer.write_summary(rows, str(path.relative_to(ctx.writer.root)))
         return means
 
-    def prompt_for(n: int, label: int | None, sign: int) -> str:
+    def prompt_for(n: int, label: int | None, sign: int) -> tuple[str, str | None]:
+        """The starting prompt and the words naming its object (for keep_object)."""
+        override = task.get("mask_words")
         if task.prompt:
-            return str(task.prompt)
-        if objects:
-            if (n, sign) not in chosen:
-                means = object_means(n)
-                chosen[(n, sign)] = max(means, key=lambda o: sign * means[o])
-            return task.prompt_template.format(chosen[(n, sign)])
-        return task.prompt_template.format(f.class_names[label])
+            return str(task.prompt), (str(override) if override else None)
+        if objects or auto:
+            if (n, label, sign) not in chosen:
+                means = object_means(n, folder_of(n, label))
+                chosen[(n, label, sign)] = max(means, key=lambda o: sign * means[o])
+            obj = chosen[(n, label, sign)]
+            return task.prompt_template.format(obj), mask_words(obj, override)
+        name = caption_name(f.class_names, label)
+        return task.prompt_template.format(name), mask_words(name, override)
 
     def work(item_dir, item):
         n, label, sign = item["neuron"], item["class_index"], item["sign"]
-        prompt = prompt_for(n, label, sign)
+        prompt, words = prompt_for(n, label, sign)
         objective = FeatureActivation(f, n, sign, cutouts, report_class=label)
-        result = optimizer.run(sd.initial_latent(item["seed"]), sd.encode_prompt(prompt), null, objective,
-                               description=f"neuron {n} {item['direction']} · seed {item['seed']}")
+        z_T, hooks = sd.initial_latent(item["seed"]), None
+        if keep:
+            if not words or not re.search(rf"(?<!\w){re.escape(words)}(?!\w)", prompt, re.IGNORECASE):
+                raise DiginError(f"task.mask_words '{words}' does not occur in the prompt '{prompt}' — pass words "
+                                 "of the prompt naming the object")
+            obj = generated_object(sd, sampler, segmenter, z_T, prompt, null, words, float(task.mask_steps))
+            hooks = SamplerHooks(before_step=pin_region(obj.latent_mask, obj.trajectory, float(task.keep_until),
+                                                        sampler.num_steps))
+            ctx.writer.save_image(item_dir, "mask_overlay.png", overlay(obj.image.cpu(), obj.px_mask.cpu()))
+        result = DiginOptimizer(sampler, settings, hooks).run(
+            z_T, sd.encode_prompt(prompt), null, objective,
+            description=f"neuron {n} {item['direction']} · seed {item['seed']}")
         init, best = result.initial.metrics, result.best.metrics
         with torch.no_grad():
             predicted = int(f(result.best.image.to(ctx.device)).argmax())
@@ -121,25 +196,30 @@ def run(ctx: RunContext) -> dict:
                    "p_class_init": init.get("p_class"), "p_class_best": best.get("p_class"),
                    "predicted": f.class_names[predicted], "best_iterate": result.best_index,
                    "seconds": round(result.seconds, 2), "peak_memory_mb": round(peak_memory_mb(ctx.device), 1)}
+        if keep:
+            summary |= {"mask_words": words, "mask_coverage": obj.px_mask.mean().item()}
         caption = (lambda m: f"phi {m['phi']:.3g}" + (f" p {m['p_class']:.2g}" if "p_class" in m else ""))
         save_optimisation(ctx, item_dir, result, caption,
                           {k: v for k, v in item.items() if k != "sign"} | {"prompt": prompt, "summary": summary})
         return summary | ({"error": result.error} if result.error else {})
 
-    items = [(ctx.writer.item_dir(f"neuron_{n}", name, f"seed_{s}"),
+    items = [(folder_of(n, label) / name / f"seed_{s}",
               {"neuron": n, "class": f.class_names[label] if label is not None else "", "class_index": label,
                "direction": name, "sign": sign, "seed": s})
              for n, label in targets for name, sign in signs for s in seeds]
     rows = run_items(ctx, items, work, "neurons")
     for n, label in targets:
-        write_grid(ctx, f, n, label, [(d, r) for (d, r) in zip(items, rows) if r["neuron"] == n], references)
+        write_grid(ctx, f, n, label, folder_of(n, label),
+                   [(d, r) for (d, r) in zip(items, rows) if r["neuron"] == n and d[1]["class_index"] == label],
+                   real.get(n, [])[:int(task.top_images)], folders)
     return finish(ctx, [{k: v for k, v in r.items() if k not in ("sign", "class_index")} for r in rows],
                   "neuron visualisation: φ_n", ["neuron", "class", "direction", "seed", "status", "phi_init",
                                                 "phi_best", "p_class_best", "predicted", "seconds"])
 
 
-def write_grid(ctx: RunContext, f, n: int, label: int | None, done: list, references: list[Path] | None) -> None:
-    """``neuron_<n>/neuron.png``: a row of best images per direction, then the top activating real images."""
+def write_grid(ctx: RunContext, f, n: int, label: int | None, folder: Path, done: list, real: list,
+               sources: list[Path] | None) -> None:
+    """``<neuron folder>/neuron.png``: a row of best images per direction, then the top activating real images."""
     rows, titles = [], []
     for name in dict.fromkeys(item["direction"] for (_, item), _ in done):
         tiles = [(Image.open(d / "best.png").convert("RGB"), f"seed {item['seed']}\nphi {float(r['phi_best']):.3g}")
@@ -148,13 +228,12 @@ def write_grid(ctx: RunContext, f, n: int, label: int | None, done: list, refere
         if tiles:
             rows.append(([t for t, _ in tiles], [c for _, c in tiles]))
             titles.append(f"{'maximise' if name == 'max' else 'minimise'} neuron {n}")
-    if references:
-        feats = features_of(ctx, f, references, "reference features")
-        top, values = top_activating(feats, n, int(ctx.cfg.task.top_images))
+    if real:
         res = int(ctx.cfg.generator.resolution)
-        rows.append(([load_inputs(str(references[i]), res, crop_fraction=crop_fraction(ctx))[0].image for i in top],
-                     [f"{references[i].name[:18]}\nphi {v:.3g}" for i, v in zip(top, values)]))
-        titles.append(f"top {len(top)} real images (of {len(references)})")
+        rows.append(([load_inputs(str(p), res, crop_fraction=crop_fraction(ctx))[0].image for p, _ in real],
+                     [f"{p.name[:18]}\nphi {v:.3g}" for p, v in real]))
+        where = "the reference folder" if len(sources or []) == 1 else "paths.imagenet_train"
+        titles.append(f"top {len(real)} real images (of {where})")
     if rows:
         title = f"neuron {n}" + (f" (associated class {f.class_names[label]})" if label is not None else "")
-        ctx.writer.save_grid(ctx.writer.item_dir(f"neuron_{n}"), "neuron.png", rows, titles, title)
+        ctx.writer.save_grid(folder, "neuron.png", rows, titles, title)

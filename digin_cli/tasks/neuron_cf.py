@@ -1,6 +1,8 @@
 """Neuron counterfactuals (DiG-IN Sec. 6, Fig. 10): a real image with one feature φ_n raised and lowered.
 
-Per (image, neuron, direction): caption the image with its start class, invert it (shared with vce's cache), and
+Per (image, neuron, direction): caption the image with its start class (``task.start=auto``: the image's label
+when it has one, as the authors, else the prediction), take the object's mask from the attention of the class's
+head noun (:mod:`digin_cli.tasks.common.object_words`, or ``task.mask_words``), invert it (shared with vce's cache), and
 optimise ∓φ_n plus the foreground-aware distance *without inverting the mask* (the object is held, the background
 may change to add or remove the feature), with identical prompts and the authors' settings: attention injection and
 foreground blend for the first 30 % of the steps, no cutouts. The editing is
@@ -18,6 +20,7 @@ from digin_cli.errors import DiginError
 from digin_cli.objectives import FeatureActivation
 from digin_cli.tasks.common import finish, run_items
 from digin_cli.tasks.common.neurons import check_feature, directions, neuron_targets
+from digin_cli.tasks.common.object_words import caption_name, mask_words
 from digin_cli.tasks.common.real_images import (before_after_strip, feature_counterfactual, image_preparer,
                                                 real_image_editor, require_editing, require_imagenet_val,
                                                 select_images, start_class, task_cutouts)
@@ -49,6 +52,8 @@ def run(ctx: RunContext) -> dict:
         neurons = ([(n, c) for c, n in pairs if c == image.label] if pairs
                    else [(n, label if label is not None else start) for n, label in targets])
         plan += [(image, start, n, c, name, sign) for n, c in neurons for name, sign in signs]
+    names = {start: caption_name(f.class_names, start) for _, start, *_ in plan}
+    words = {start: mask_words(name, task.get("mask_words")) for start, name in names.items()}  # checked up front
     if not plan:
         raise DiginError("no selected image belongs to a task.pairs class — select images of those classes "
                          "(ImageNet val with labels) or pass task.neurons")
@@ -58,14 +63,14 @@ def run(ctx: RunContext) -> dict:
 
     def work(item_dir, item):
         image, start, n, cls, name, sign = plan[item["plan"]]
-        prep = prepare(image, f.class_names[start])
+        prep = prepare(image, names[start], words[start])
         activation = FeatureActivation(f, n, sign, cutouts, report_class=cls)
         return feature_counterfactual(ctx, editor, prep, f, activation, item_dir,
                                       {k: v for k, v in item.items() if k != "plan"},
                                       f"{image.name}: {name} neuron {n}")
 
     items = [(ctx.writer.item_dir(image.name, f"neuron_{n}", name),
-              {"image": image.name, "start": f.class_names[start], "neuron": n, "class": f.class_names[cls],
+              {"image": image.name, "start": f.class_names[start], "mask_words": words[start], "neuron": n, "class": f.class_names[cls],
                "direction": name, "plan": k})
              for k, (image, start, n, cls, name, _) in enumerate(plan)]
     rows = run_items(ctx, items, work, "neuron counterfactuals")

@@ -1,12 +1,13 @@
 """Harmful spurious features (DiG-IN Fig. 11): maximise a class's NPCA component in images of *other* classes.
 
-The component of class k (:func:`digin_cli.features.npca`: centred PCA of the contributions W[k] ⊙ φ(x) over the
-class's images, ordered by variance, signed to correlate with the class logit; value α_l(x) = v_l · (c(x) − μ_k))
-comes from ``paths.imagenet_train`` / ``task.component_images``, or from ``task.component_file``. Each start image
-is then edited as a neuron counterfactual (:func:`digin_cli.tasks.common.real_images.feature_counterfactual`) along the
-feature-space direction v_l ⊙ W[k], direction max, keeping the image's own object. If the prediction turns to k
-while the object stays, the component is a harmful spurious feature. Reported: prediction, p(k) and α before and
-after. The paper's Appendix G is not in our copy; the above is exactly what is computed.
+The components of class k are Neuhaus et al.'s (ref. [54]; :func:`digin_cli.features.npca`: centred PCA of the
+contributions W[k] ⊙ φ(x) over the class's images, ordered by variance and numbered from 0 as in their code, so
+Fig. 11's "comp. 1" is ``task.component=1``; value α_l(x) = ⟨c(x) − μ_k, v_l⟩ · ⟨v_l, 1⟩). They come from
+``paths.imagenet_train`` / ``task.component_images``, or from ``task.component_file``, and belong to the classifier
+they were computed for. Each start image is then edited as a neuron counterfactual
+(:func:`digin_cli.tasks.common.real_images.feature_counterfactual`) along the feature-space direction of α_l,
+keeping the image's own object. If the prediction turns to k while the object stays, the component is a harmful
+spurious feature. Reported: prediction, p(k) and α before and after.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from digin_cli.features import NPCA, npca
 from digin_cli.objectives import FeatureActivation
 from digin_cli.tasks.common import finish, run_items
 from digin_cli.tasks.common.neurons import class_files, features_of, folder_files
+from digin_cli.tasks.common.object_words import caption_name, mask_words
 from digin_cli.tasks.common.real_images import (before_after_strip, feature_counterfactual, image_preparer,
                                                 real_image_editor, require_editing, require_imagenet_train,
                                                 require_imagenet_val, select_images, start_class, task_cutouts)
@@ -84,23 +86,26 @@ def run(ctx: RunContext) -> dict:
 
         atomic_write_bytes(ctx.output_dir / COMPONENTS, save({"components": comps.components.contiguous(),
                                                              "variances": comps.variances, "mean": comps.mean}))
-    component = int(task.component)
-    if not 1 <= component <= len(comps.components):
-        raise DiginError(f"component {component} is out of range: class '{f.class_names[k]}' has "
-                         f"{len(comps.components)} components (1..{len(comps.components)}) — pick task.component "
-                         f"within 1..{len(comps.components)}")
-    direction, offset = comps.direction(component - 1)
+    component, count = int(task.component), len(comps.components)
+    if not 0 <= component < count:
+        raise DiginError(f"component {component} is out of range: class '{f.class_names[k]}' has {count} components "
+                         f"(numbered from 0, as Neuhaus et al.: 0..{count - 1}) — pick task.component within "
+                         f"0..{count - 1}")
+    direction, offset = comps.direction(component)
     images = select_images(ctx, f)
     with torch.no_grad():
         probs = {id(i): f(i.image.to(ctx.device)).softmax(-1)[0].cpu() for i in images}
     starts = {id(i): start_class(task, f, i, probs[id(i)]) for i in images}
+    names = {s: caption_name(f.class_names, s) for s in starts.values()}
+    words = {s: mask_words(name, task.get("mask_words")) for s, name in names.items()}
     editor = real_image_editor(ctx)
     prepare = image_preparer(ctx, editor)
     cutouts = task_cutouts(ctx)
 
     def work(item_dir, item):
         image = images[item["plan"]]
-        prep = prepare(image, f.class_names[starts[id(image)]])
+        start = starts[id(image)]
+        prep = prepare(image, names[start], words[start])
         activation = FeatureActivation(f, direction, +1, cutouts, report_class=k, offset=offset)
         summary = feature_counterfactual(ctx, editor, prep, f, activation, item_dir,
                                          {key: v for key, v in item.items() if key != "plan"},
@@ -111,7 +116,8 @@ def run(ctx: RunContext) -> dict:
         return summary
 
     items = [(ctx.writer.item_dir(image.name),
-              {"image": image.name, "start": f.class_names[starts[id(image)]], "class": f.class_names[k],
+              {"image": image.name, "start": f.class_names[starts[id(image)]],
+               "mask_words": words[starts[id(image)]], "class": f.class_names[k],
                "component": component, "plan": n})
              for n, image in enumerate(images)]
     rows = run_items(ctx, items, work, "NPCA components")

@@ -91,3 +91,17 @@ def directions(task) -> list[tuple[str, int]]:
     if str(task.direction) not in options:
         raise DiginError(f"unknown task.direction '{task.direction}' — use task.direction=max, min or both")
     return options[str(task.direction)]
+
+
+def object_lister(ctx: RunContext):
+    """``task.objects=auto``'s vision-language model: the captioner group's ``model`` (``captioner=objects``:
+    Qwen2-VL-2B-Instruct), asked to list the objects of a neuron's top activating training images."""
+    from digin_cli.captioning.objects import ObjectLister
+
+    cfg = ctx.cfg.captioner
+    if cfg is None or cfg.get("name") == "none" or not cfg.get("model"):
+        raise DiginError("task.objects=auto lists the objects of the top activating images with a vision-language "
+                         "model, but captioner=none has none — pass captioner=objects (Qwen2-VL-2B-Instruct) or "
+                         "captioner=hf captioner.model=<image-text-to-text model>, or task.objects=[...]")
+    return ObjectLister(str(cfg.model), max_new_tokens=int(cfg.get("max_new_tokens", 60)),
+                        cache_dir=str(ctx.cfg.paths.cache_dir), device=ctx.device)

@@ -58,7 +58,10 @@ def require_imagenet_train(imagenet_train) -> None:
 
 
 def start_class(task, f: Classifier, item: InputImage, probs: torch.Tensor) -> int:
-    """``task.start``: the predicted class, the image's label, or a named class."""
+    """``task.start``: ``auto`` (the image's label when it has one, as the authors always keep the labelled class,
+    else the prediction), the predicted class, the image's label, or a named class."""
+    if task.start == "auto":
+        return item.label if item.label is not None else int(probs.argmax())
     if task.start == "predicted":
         return int(probs.argmax())
     if task.start == "label":
@@ -121,18 +124,19 @@ def task_cutouts(ctx: RunContext):
 
 
 def image_preparer(ctx: RunContext, editor) -> Callable:
-    """``prepare(image, start_name)``: caption + inversion + masks of an image, computed once and shared by all of
-    the image's items (the last image is remembered: items of one image run one after another)."""
+    """``prepare(image, start_name, words=None)``: caption + inversion + masks of an image (the mask from the
+    attention of ``words``, default the whole ``start_name``), computed once and shared by all of the image's items
+    (the last image is remembered: items of one image run one after another)."""
     from digin_cli.captioning import build_captioner
 
     captioner = build_captioner(ctx.cfg.captioner, Path(str(ctx.cfg.paths.cache_dir)), ctx.device)
     memo: dict = {}
 
-    def prepare(image: InputImage, start_name: str):
-        key = (image.content_hash, start_name)
+    def prepare(image: InputImage, start_name: str, words: str | None = None):
+        key = (image.content_hash, start_name, words)
         if memo.get("key") != key:
             caption = captioner.caption(image.image, start_name, key=image.content_hash)
-            memo.update(key=key, value=editor.prepare(image.image, caption, start_name))
+            memo.update(key=key, value=editor.prepare(image.image, caption, words or start_name))
         return memo["value"]
 
     return prepare
