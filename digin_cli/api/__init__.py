@@ -15,11 +15,11 @@ from digin_cli.api.results import OptimisationResult
 
 # One line per method module (add yours here and to __all__).
 from digin_cli.api.disagreement import Disagreement  # noqa: E402
-# from digin_cli.api.neurons import NeuronVisualiser  # noqa: E402  (next commit)
+from digin_cli.api.neurons import NeuronVisualiser  # noqa: E402
 
 __all__ = [
     "load_generator", "load_classifier", "wrap_classifier", "load_segmenter",
     "OptimisationResult",
     "Disagreement",
-    # "NeuronVisualiser",
+    "NeuronVisualiser",
 ]

@@ -50,13 +50,15 @@ class Disagreement:
         self._optimizer = DiginOptimizer(self.sampler, self.settings)
 
     def generate(self, class_: str | int, seed: int = 0, *, rng: torch.Generator | None = None,
-                 description: str | None = None) -> OptimisationResult:
+                 class_g: int | None = None, description: str | None = None) -> OptimisationResult:
         """Optimise one image of ``class_`` (a name both classifiers resolve, or f's index) from z_T of ``seed``.
 
-        ``rng`` draws the cutouts (default: seeded with ``seed``). The result's ``summary`` holds p_f / p_g at the
-        start and at the selected iterate.
+        ``rng`` draws the cutouts (default: seeded with ``seed``); ``class_g`` is the class's index in g's label set
+        when the task has resolved it already. The result's ``summary`` holds p_f / p_g at the start and at the
+        selected iterate.
         """
-        (y, y_g), = [resolve_in_both(class_, self.f.class_names, self.g.class_names)]
+        y, y_g = resolve_in_both(class_, self.f.class_names, self.g.class_names)
+        y_g = y_g if class_g is None else int(class_g)
         sd = self.gen
         prompt = self.prompt.format(readable(self.f.class_names[y]))
         z_T, noise = self.sampler.seeded_start(int(seed))  # LCM also needs its inter-step noise

@@ -33,6 +33,8 @@ class OptimisationResult:
     peak_memory_mb: float = 0.0
     extra_images: dict[str, torch.Tensor] = field(default_factory=dict)
     """More images the item writes beside the standard ones (file name -> image tensor in [0, 1])."""
+    details: dict = field(default_factory=dict)
+    """What the method found on the way that the item's files do not hold (e.g. the candidate objects' scores)."""
 
     @property
     def image(self) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 Per (image, neuron, direction): caption the image with its start class (``task.start=auto``: the image's label
 when it has one, as the authors, else the prediction), take the object's mask from the attention of the class's
-head noun (:mod:`digin_cli.tasks.common.object_words`, or ``task.mask_words``), invert it (shared with vce's cache), and
+head noun (:mod:`digin_cli.captioning.object_words`, or ``task.mask_words``), invert it (shared with vce's cache), and
 optimise ∓φ_n plus the foreground-aware distance *without inverting the mask* (the object is held, the background
 may change to add or remove the feature), with identical prompts and the authors' settings: attention injection and
 foreground blend for the first 30 % of the steps, no cutouts. The editing is
@@ -20,7 +20,7 @@ from digin_cli.errors import DiginError
 from digin_cli.objectives import FeatureActivation
 from digin_cli.tasks.common import finish, run_items
 from digin_cli.tasks.common.neurons import check_feature, directions, neuron_targets
-from digin_cli.tasks.common.object_words import caption_name, mask_words
+from digin_cli.captioning.object_words import caption_name, mask_words
 from digin_cli.tasks.common.real_images import (before_after_strip, feature_counterfactual, image_preparer,
                                                 real_image_editor, require_editing, require_imagenet_val,
                                                 select_images, start_class, task_cutouts)

@@ -23,7 +23,7 @@ from digin_cli.features import NPCA, npca
 from digin_cli.objectives import FeatureActivation
 from digin_cli.tasks.common import finish, run_items
 from digin_cli.tasks.common.neurons import class_files, features_of, folder_files
-from digin_cli.tasks.common.object_words import caption_name, mask_words
+from digin_cli.captioning.object_words import caption_name, mask_words
 from digin_cli.tasks.common.real_images import (before_after_strip, feature_counterfactual, image_preparer,
                                                 real_image_editor, require_editing, require_imagenet_train,
                                                 require_imagenet_val, select_images, start_class, task_cutouts)

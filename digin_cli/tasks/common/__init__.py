@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from digin_cli.api.results import OptimisationResult
 from digin_cli.configs import config_hash
 from digin_cli.context import RunContext
 from digin_cli.device import (
@@ -130,19 +131,15 @@ def save_optimisation(ctx: RunContext, item_dir: Path, result: OptimResult, capt
                       metrics: dict, best_name: str = "best.png") -> None:
     """Write init.png, the selected iterate (``best_name``: real-image tasks call it counterfactual.png, once), the
     captioned iterate strip and (last, marking the item done) metrics.json."""
-    writer = ctx.writer
-    writer.save_image(item_dir, "init.png", result.initial.image)
-    writer.save_image(item_dir, best_name, result.best.image)
-    kept = [i for i in result.iterates if i.image is not None]  # optimizer.keep_images_every
-    writer.save_strip(item_dir, "iterates.png", [i.image for i in kept],
-                      [f"it {i.index}{' *' if i.index == result.best_index else ''}\n{caption(i.metrics)}"
-                       for i in kept])
-    metrics = {**metrics, "best_iterate": result.best_index, "error": result.error,
-               "seconds": round(result.seconds, 3), "peak_memory_mb": round(peak_memory_mb(ctx.device), 1),
-               "iterates": [{"index": i.index, **i.metrics} for i in result.iterates]}
-    ctx.tracker.log_images({f"{item_dir.relative_to(ctx.output_dir)}/best": result.best.image,
-                            f"{item_dir.relative_to(ctx.output_dir)}/init": result.initial.image})
-    writer.save_metrics(item_dir, metrics)
+    save_result(ctx, item_dir, OptimisationResult(result, metrics, caption, best_name, peak_memory_mb(ctx.device)))
+
+
+def save_result(ctx: RunContext, item_dir: Path, result: OptimisationResult) -> None:
+    """A method's result into the item's folder (:meth:`OptimisationResult.save`, through the run's writer, which
+    stamps the config hash), its start and selected images to W&B."""
+    key = item_dir.relative_to(ctx.output_dir)
+    ctx.tracker.log_images({f"{key}/best": result.image, f"{key}/init": result.initial_image})
+    result.save(item_dir, ctx.writer)
 
 
 def finish(ctx: RunContext, rows: list[dict], title: str, columns: list[str] | None = None) -> dict:

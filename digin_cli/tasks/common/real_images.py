@@ -15,6 +15,7 @@ from digin_cli.data import InputImage, load_inputs
 from digin_cli.data.images import imagenet_indices_of_classes
 from digin_cli.device import peak_memory_mb
 from digin_cli.errors import DiginError
+from digin_cli.segmentation.postprocess import overlay  # noqa: F401  (vce, neuron, spurious)
 from digin_cli.tasks.common import require_invertible_sampler, save_optimisation
 from digin_cli.tasks.common.inputs import crop_fraction, skip_unreadable
 
@@ -81,12 +82,6 @@ def distances(best: torch.Tensor, original: torch.Tensor, region: torch.Tensor, 
     return {"l1": diff.mean().item(), "l2": diff.pow(2).mean().sqrt().item(),
             f"l1_{name}": (diff * region).sum().item() / weight.item(),
             f"l2_{name}": ((diff.pow(2) * region).sum() / weight).sqrt().item()}
-
-
-def overlay(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The image dimmed outside the mask and tinted red inside it."""
-    red = torch.tensor([1.0, 0.2, 0.2], device=image.device).view(1, 3, 1, 1)
-    return (image * (0.35 + 0.65 * mask) * (1 - 0.35 * mask) + 0.35 * mask * red).clamp(0, 1)
 
 
 def real_image_editor(ctx: RunContext):
