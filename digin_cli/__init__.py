@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     if name == "run_task":
-        from digin_cli.run import run_task
+        from digin_cli.cli import run_task
 
         return run_task
     if name.startswith("__") or name == "api":  # "api" itself: the import system asks while importing it

@@ -94,7 +94,10 @@ def load_classifier(name: str, *, device: str | torch.device = "cpu", dtype: tor
     """
     from digin_cli.classifiers import build_classifier
 
-    return build_classifier(preset("classifier", name, **settings), _device(device), dtype, two_stage=two_stage)
+    try:
+        return build_classifier(preset("classifier", name, **settings), _device(device), dtype, two_stage=two_stage)
+    except DiginError as err:  # the loader names command-line keys (classifier.pretrained=): here they are keywords
+        raise DiginError(str(err).replace("classifier.", "")) from None
 
 
 def wrap_classifier(module: torch.nn.Module, class_names: str | Sequence[str], input_size: int | Sequence[int],
