@@ -10,6 +10,7 @@ import torch
 from digin_cli.errors import DiginError
 from digin_cli.evaluation import backbones as B
 from digin_cli.evaluation import metrics as M
+from tests.evaluation.pictures import images
 
 
 def planted(n, mean, variances, seed):
@@ -50,30 +51,6 @@ def test_frechet_distance_matches_torchmetrics_fid_on_correlated_features(n, d):
     reference.update(a, real=True)
     reference.update(b, real=False)
     assert M.frechet_distance(a, b) == pytest.approx(float(reference.compute()), rel=1e-6)
-
-
-@pytest.fixture(scope="module")
-def random_inception(tmp_path_factory):
-    """torch-fidelity's FID InceptionV3 with random weights, saved as a weights file (what --inception loads)."""
-    import torch_fidelity.feature_extractor_inceptionv3 as fe
-
-    patch = pytest.MonkeyPatch()
-    patch.setattr(fe, "load_state_dict_from_url", lambda *a, **k: None)  # no download: keep the random init
-    patch.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None)
-    try:
-        torch.manual_seed(0)
-        model = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    finally:
-        patch.undo()
-    path = tmp_path_factory.mktemp("inception") / "weights-inception-random.pth"
-    torch.save(model.state_dict(), path)
-    return B.inception(path, torch.device("cpu"))
-
-
-def images(n, seed, shift=0.0):
-    g = torch.Generator().manual_seed(seed)
-    base = torch.rand(n, 3, 1, 1, generator=g) * 0.6 + 0.2 + shift
-    return (base + 0.1 * torch.rand(n, 3, 48, 48, generator=g)).clamp(0, 1)
 
 
 def test_fid_of_a_set_with_itself_is_zero_and_grows_with_a_shift(random_inception):
@@ -151,23 +128,6 @@ def test_cout_is_positive_when_the_edit_moves_the_classifier_to_the_target():
     assert M.cout(grey, grey, classify, start=0, target=1) == pytest.approx(0.0, abs=1e-6)  # nothing moves
 
 
-@pytest.fixture(scope="module")
-def lpips_and_backbone(tmp_path_factory):
-    """LPIPS with a random-weight AlexNet, loaded through --lpips-backbone (a torchvision state dict file)."""
-    import torchvision
-
-    torch.manual_seed(0)
-    state = torchvision.models.alexnet().state_dict()
-    path = tmp_path_factory.mktemp("lpips") / "alexnet-random.pth"
-    torch.save(state, path)
-    return B.lpips_model("alex", path, torch.device("cpu")), state
-
-
-@pytest.fixture(scope="module")
-def random_lpips(lpips_and_backbone):
-    return lpips_and_backbone[0]
-
-
 def test_lpips_holds_the_backbone_file_and_the_packaged_calibration(lpips_and_backbone):
     import lpips
 
@@ -202,14 +162,8 @@ def test_region_lpips_counts_the_region_only(random_lpips):
     assert in_right < whole < in_left
 
 
-def test_simsiam_similarity_of_official_format_checkpoint(tmp_path):
-    torch.manual_seed(0)
-    encoder = B.simsiam_architecture(dim=2048)
-    state = {f"module.encoder.{k}": v for k, v in encoder.state_dict().items()}
-    state["module.predictor.0.weight"] = torch.zeros(512, 2048)  # the official file holds the predictor too
-    path = tmp_path / "checkpoint_0099.pth.tar"
-    torch.save({"epoch": 100, "state_dict": state}, path)
-    loaded = B.simsiam_encoder(path, torch.device("cpu"))
+def test_simsiam_similarity_of_official_format_checkpoint(random_simsiam, tmp_path):
+    loaded = B.simsiam_encoder(random_simsiam, torch.device("cpu"))
     x, y = images(1, 3), images(1, 4, shift=0.3)
     assert M.simsiam_similarity(loaded, x, x) == pytest.approx(1.0, abs=1e-5)
     assert M.simsiam_similarity(loaded, x, y) < 1 - 1e-4
