@@ -76,7 +76,10 @@ def main(argv: list[str], backbones: Backbones | None = None) -> dict:
     rebuild(args.folder, key_images)  # report.html shows the new section
     print_table("evaluation", result["groups"])
     if args.protocol == "imagenet_pairs":
-        print_table("ImageNet pairs (ACE's protocol) — published FID as reported", protocol_rows(result))
+        from digin_cli.evaluation.published import SOURCE
+
+        print_table("ImageNet pairs, ACE's protocol: digin beside the published FID", protocol_rows(result))
+        print(f"published FID: {SOURCE}")
     print(Path(args.folder).expanduser() / "evaluation.csv")
     return result
 
@@ -84,7 +87,7 @@ def main(argv: list[str], backbones: Backbones | None = None) -> dict:
 def protocol_rows(result: dict) -> list[dict]:
     """One row per ACE pair: digin's numbers and the published FID beside them."""
     from digin_cli.classifiers.classnames import imagenet_class_names
-    from digin_cli.evaluation.published import PAIRS, PUBLISHED_FID, SOURCE
+    from digin_cli.evaluation.published import PAIRS, PUBLISHED_FID
 
     names = imagenet_class_names()
     groups = {g["group"]: g for g in result["groups"]}
@@ -92,9 +95,9 @@ def protocol_rows(result: dict) -> list[dict]:
     for n, (a, ia, b, ib) in enumerate(PAIRS):
         g = groups.get(" ↔ ".join(sorted((names[ia], names[ib]))), {})
         row = {"pair": f"{a} ↔ {b}", "n": g.get("n", 0)}
-        for key in ("fid", "split_fid", "cout_mean", "s3_mean", "flip_rate", "seconds_mean"):
-            row[f"digin {key}"] = g.get(key)
-        row.update({f"{method} FID": fids[n] for method, fids in PUBLISHED_FID.items()})
+        for key, column in (("fid", "FID"), ("split_fid", "split-FID"), ("cout_mean", "COUT"), ("s3_mean", "S³"),
+                            ("flip_rate", "flip rate"), ("seconds_mean", "s / CF")):
+            row[column] = g.get(key)
+        row.update({f"{method.split()[0]} FID": fids[n] for method, fids in PUBLISHED_FID.items()})
         rows.append(row)
-    rows.append({"pair": f"published: {SOURCE}"})
     return rows
