@@ -12,6 +12,7 @@ the file and where to get it.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,7 +69,9 @@ def lpips_model(net: str, path: str | os.PathLike | None, device: torch.device):
     if net not in LPIPS_BACKBONES:
         raise DiginError(f"unknown LPIPS network '{net}' — use --lpips-net alex or --lpips-net vgg")
     weights = _weights_file(path, LPIPS_BACKBONES[net], "--lpips-backbone", f"LPIPS {net}")
-    model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)  # the calibration weights ship with the package
+    with warnings.catch_warnings():  # lpips builds its random backbone with torchvision's deprecated pretrained=
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)  # the calibration weights ship with the package
     tv = torchvision.models.alexnet() if net == "alex" else torchvision.models.vgg16()
     tv.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     load_backbone(model, tv.features)
