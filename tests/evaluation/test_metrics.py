@@ -69,6 +69,26 @@ def test_kid_near_zero_for_one_distribution_and_positive_for_another():
     assert abs(same) < 0.05 < other
 
 
+def test_kid_equals_torchmetrics_on_the_whole_sets():
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    g = torch.Generator().manual_seed(6)
+    a, b = torch.randn(30, 5, generator=g, dtype=torch.float64), torch.randn(30, 5, generator=g, dtype=torch.float64)
+
+    class Identity(torch.nn.Module):
+        num_features = 5
+
+        def forward(self, x):
+            return x
+
+    reference = KernelInceptionDistance(feature=Identity(), subsets=1, subset_size=30)
+    reference.update(a, real=True)
+    reference.update(b + 0.5, real=False)
+    # One subset of every sample: no sampling left, the two unbiased MMD² estimates must agree exactly.
+    assert M.kernel_distance(a, b + 0.5, subset_size=30, subsets=1)[0] == pytest.approx(
+        float(reference.compute()[0]), rel=1e-9)
+
+
 @pytest.mark.parametrize("n", range(1, 10))
 def test_split_fid_halves_are_disjoint_and_cover_the_set(n):
     first, second = M.split_halves(n, seed=7)
