@@ -75,7 +75,7 @@ def state_caption(state: dict | None) -> str:
     training image was generated from when they differ."""
     if state is None:
         return ""
-    line = f"\n{state['words']} {min(state['top_prob']):.2f}"
+    line = f"\n{state['words']} {min(state['top_prob']):.2g}"
     return line + (f"\n(drew {state['sampled']})" if state["sampled"] not in (None, state["words"]) else "")
 
 
