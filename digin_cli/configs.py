@@ -116,6 +116,8 @@ def check_config(cfg: DictConfig) -> None:
     _number(cfg, "task.images_per_class", int, 1, optional=True, example="1")
     _number(cfg, "task.num_targets", int, 1, optional=True, example="1")
     _int_list(cfg, "task.seeds")
+    _number(cfg, "task.tau", float, 0, above=True, optional=True, example="2.0")  # hard prompts' temperature
+    _number(cfg, "task.tau_end", float, 0, above=True, optional=True, example="0.5")
     _int_list(cfg, "task.indices")
     num_shards = _number(cfg, "task.num_shards", int, 1, optional=True, example="8")
     shard = _number(cfg, "task.shard_index", int, 0, optional=True, example="0")

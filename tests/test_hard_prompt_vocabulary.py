@@ -58,13 +58,18 @@ class WordProbe(Classifier):
         return self.model(x), x.flatten(1)
 
 
-def hard_prompt_defaults():
+def composed(*overrides):
+    """The shipped config of ``task=hard_prompt`` with ``overrides``."""
     register()
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name="test"):
-        cfg = compose("config", overrides=["task=hard_prompt", f"optimizer.steps={STEPS}",
-                                           "optimizer.keep_images_every=100"])
+        cfg = compose("config", overrides=["task=hard_prompt", *overrides])
     GlobalHydra.instance().clear()
+    return cfg
+
+
+def hard_prompt_defaults():
+    cfg = composed(f"optimizer.steps={STEPS}", "optimizer.keep_images_every=100")
     return cfg.task, optim_settings(cfg.optimizer)
 
 
@@ -144,3 +149,11 @@ def test_vocabulary_masks_every_other_token(tiny_sd):
     assert prompt.tau == pytest.approx(1.0)  # geometric: 2 -> 0.5
     with pytest.raises(DiginError, match="tau_end must be > 0"):
         HardPrompt(tiny_sd.text_encoder, tiny_sd.tokenizer, PREFIX, 1, tau_end=0)
+
+
+@pytest.mark.parametrize("override", ["task.tau=0", "task.tau_end=-1", "task.tau_end=abc"])
+def test_bad_temperatures_are_config_errors(override):
+    from digin_cli.configs import check_config
+
+    with pytest.raises(DiginError, match=override.split("=")[0] + " must be a number > 0"):
+        check_config(composed(override))
