@@ -77,7 +77,8 @@ def hard_prompt_runs(sd, cosine, lr=None):
 
 def test_hard_prompt_defaults_find_the_planted_word(tiny_sd, planted):
     # Measured with the defaults (Adam, lr 0.3, eps 1e-8, 200 steps, tau 2): 5/5 seeds decode "koala" with top
-    # probability > 0.99; the old defaults (AdamW lr 0.01 eps 1e-4, N(0, 1) logits, tau 1) kept the seed's argmax.
+    # probability > 0.99; the old defaults (AdamW lr 0.01 eps 1e-4, N(0, 1) logits, tau 1) kept the seed's argmax in
+    # 4/5 seeds and found it in none.
     # With optimizer.lr=0 no seed finds it (checked once): the initial argmax is a random word of ~33k.
     runs = hard_prompt_runs(tiny_sd, planted)
     found = [state["words"] == PLANTED or 1 - final < 1e-3 for _, state, final in runs]
