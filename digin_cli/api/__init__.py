@@ -10,7 +10,8 @@ The method classes sit below the tasks: a CLI task is config -> components -> me
 Nothing here imports a task or the runner. docs/api.md shows every method.
 """
 
-from digin_cli.api.builders import load_classifier, load_generator, load_segmenter, wrap_classifier
+from digin_cli.api.builders import (load_classifier, load_generator, load_segmenter, optimizer_settings,
+                                     wrap_classifier)
 from digin_cli.api.results import OptimisationResult
 
 # One line per method module (add yours here and to __all__).
@@ -18,7 +19,7 @@ from digin_cli.api.disagreement import Disagreement  # noqa: E402
 from digin_cli.api.neurons import NeuronVisualiser  # noqa: E402
 
 __all__ = [
-    "load_generator", "load_classifier", "wrap_classifier", "load_segmenter",
+    "load_generator", "load_classifier", "wrap_classifier", "load_segmenter", "optimizer_settings",
     "OptimisationResult",
     "Disagreement",
     "NeuronVisualiser",

@@ -126,6 +126,21 @@ def load_segmenter(name: str = "sam_hq", *, device: str | torch.device = "cpu", 
     return build_segmenter(preset("segmentation", name, **settings), _device(device))
 
 
+def settings_from(opt: DictConfig):
+    """An ``optimizer`` config node as (:class:`~digin_cli.optimize.OptimSettings`, :class:`~digin_cli.augment.Cutouts`
+    without its random source), as the CLI's run context reads it."""
+    from digin_cli.augment import Cutouts
+    from digin_cli.context import optim_settings
+
+    return optim_settings(opt), Cutouts(**{k: v for k, v in opt.augment.items() if k != "chunk"})
+
+
+def optimizer_settings(name: str = "adam", **overrides: Any):
+    """The settings of a ``conf/optimizer`` preset (``adam``: DiG-IN; ``prompt``: DiffExplainer's soft prompts;
+    ``hard_prompt``) with ``overrides`` of its keys (``steps=50``, ``lr=0.1``): ``(OptimSettings, Cutouts)``."""
+    return settings_from(preset("optimizer", name, **overrides))
+
+
 def _cache_dir():
     """``paths.cache_dir`` as the CLI resolves it (``DIGIN_CACHE`` or ~/.cache/digin)."""
     return preset("paths", "default").cache_dir
