@@ -3,6 +3,7 @@
 tests/test_slurm.py runs the same watcher on a real single-node SLURM (make test-slurm).
 """
 
+import os
 import time
 
 import pytest
@@ -23,7 +24,7 @@ def slurm_commands(tmp_path, monkeypatch):
             script.write_text(f"#!/bin/sh\necho {name} \"$@\" >> {calls}\n{body}\n")
             script.chmod(0o755)
 
-    monkeypatch.setenv("PATH", f"{tmp_path}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     write()
     return answers, write, calls
 

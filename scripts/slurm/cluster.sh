@@ -23,8 +23,14 @@ install() {
      && command -v munged >/dev/null; then return 0; fi
   [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || { echo "$0 install: needs apt-get as root" >&2; exit 1; }
   apt-get update -q
-  # policy-rc.d / no init in containers: the packages' own services are not started; `up` starts private ones
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}"
+  # The packages would start the system's own munge / slurm / mariadb services where an init system runs: a
+  # policy-rc.d that says no (if none is there) keeps them off; `up` starts private daemons instead.
+  local policy=/usr/sbin/policy-rc.d added=""
+  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod 755 "$policy"; added=1; fi
+  local rc=0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}" || rc=$?
+  [ -z "$added" ] || rm -f "$policy"
+  return $rc
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
