@@ -12,15 +12,17 @@ Nothing here imports a task or the runner. docs/api.md shows every method.
 
 from digin_cli.api.builders import (load_classifier, load_generator, load_segmenter, optimizer_settings,
                                      wrap_classifier)
-from digin_cli.api.results import OptimisationResult
+from digin_cli.api.results import ExplanationResult, OptimisationResult
 
 # One line per method module (add yours here and to __all__).
 from digin_cli.api.disagreement import Disagreement  # noqa: E402
 from digin_cli.api.neurons import NeuronVisualiser  # noqa: E402
+from digin_cli.api.explanations import PromptExplainer  # noqa: E402
 
 __all__ = [
     "load_generator", "load_classifier", "wrap_classifier", "load_segmenter", "optimizer_settings",
-    "OptimisationResult",
+    "OptimisationResult", "ExplanationResult",
     "Disagreement",
     "NeuronVisualiser",
+    "PromptExplainer",
 ]

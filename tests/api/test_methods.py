@@ -85,3 +85,27 @@ def _csv(path):
 
     with path.open(newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["explain", "hard_prompt"])
+def test_prompt_explanations_through_the_api_equal_the_cli(api, cli, same_item, tmp_path, kind):
+    run = tmp_path / "cli"
+    words = ["task.vocabulary=[honey,wasp,flower]"] if kind == "hard_prompt" else ["task.features=[3]"]
+    proc = cli(f"task={kind}", "generator=tiny_lcm", "classifier=tiny_a", "device=cpu", "optimizer.steps=2",
+               "task.classes=[goldfish]", "task.num_samples=2", *words, f"hydra.run.dir={run}")
+    assert proc.returncode == 0, proc.stderr
+    gen, f = api.load_generator("tiny_lcm"), api.load_classifier("tiny_a")
+    settings, _ = api.optimizer_settings("prompt" if kind == "explain" else "hard_prompt", steps=2)
+    method = api.PromptExplainer(gen, f, settings=settings, text_settings=settings)
+    if kind == "explain":
+        cli_rng("goldfish/feature_3/seed_0")
+        result = method.explain("goldfish", 3, seed=0, num_samples=2)
+        item = run / "goldfish" / "feature_3" / "seed_0"
+    else:
+        cli_rng("goldfish/seed_0")
+        result = method.explain_text("goldfish", seed=0, num_samples=2, vocabulary=["honey", "wasp", "flower"])
+        item = run / "goldfish" / "seed_0"
+        assert result.text == (item / "explanation.txt").read_text().strip()
+    same_item(item, result.save(tmp_path / "api"), images=("samples.png", "loss.png", "iterates.png"))
+    assert result.samples.shape == (2, 3, 64, 64)
