@@ -18,6 +18,7 @@ from digin_cli.api.results import ExplanationResult, OptimisationResult
 from digin_cli.api.disagreement import Disagreement  # noqa: E402
 from digin_cli.api.neurons import NeuronVisualiser  # noqa: E402
 from digin_cli.api.explanations import PromptExplainer  # noqa: E402
+from digin_cli.api.spurious import SpuriousFinder  # noqa: E402
 
 __all__ = [
     "load_generator", "load_classifier", "wrap_classifier", "load_segmenter", "optimizer_settings",
@@ -25,4 +26,5 @@ __all__ = [
     "Disagreement",
     "NeuronVisualiser",
     "PromptExplainer",
+    "SpuriousFinder",
 ]

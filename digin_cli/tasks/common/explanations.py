@@ -9,25 +9,20 @@ from pathlib import Path
 from digin_cli.api.results import ExplanationResult
 from digin_cli.classifiers import Classifier, resolve_class
 from digin_cli.context import RunContext
-from digin_cli.device import peak_memory_mb
 from digin_cli.errors import DiginError
 from digin_cli.tasks.common import finish, run_items
 from digin_cli.tasks.common.neurons import check_feature
 
 
-def prompt_explainer(ctx: RunContext, build: bool = True):
-    """The run's :class:`~digin_cli.explainer.PromptExplainer` (``build=False``: only the check); prompt settings
-    are checked with the tokenizer alone first, so a bad prefix or init word fails before the generator loads."""
-    from digin_cli.explainer import PromptExplainer
+def check_prompt_settings(ctx: RunContext) -> None:
+    """``task.prefix`` / ``num_tokens`` / ``init`` checked with the tokenizer alone, so a bad prefix or init word
+    fails before the generator loads."""
     from digin_cli.generation.prompts import check_prompt
     from digin_cli.generation.tokenizer import clip_tokenizer
 
     task = ctx.cfg.task
     check_prompt(clip_tokenizer(str(ctx.cfg.paths.cache_dir)), str(task.prefix), int(task.num_tokens),
                  str(task.init))
-    if not build:
-        return None
-    return PromptExplainer(ctx.generator, ctx.sampler(), ctx.optim_settings())
 
 
 def explanation_targets(ctx: RunContext, f: Classifier) -> list[dict]:
@@ -65,14 +60,6 @@ def wandb_curve(ctx: RunContext, item_dir: Path):
     return log
 
 
-def save_explanation(ctx: RunContext, item_dir: Path, item: dict, explanation, per_row: int = 5,
-                     extra_summary: dict | None = None, extra_metrics: dict | None = None) -> dict:
-    """An :class:`~digin_cli.explainer.Explanation`'s files (:meth:`ExplanationResult.save`), for tasks that run
-    the explainer themselves (spurious); ``extra_summary`` / ``extra_metrics``: the task's own results about it."""
-    return save_result(ctx, item_dir, ExplanationResult(explanation, item, peak_memory_mb(ctx.device),
-                                                        extra_summary or {}, extra_metrics or {}, per_row))
-
-
 def save_result(ctx: RunContext, item_dir: Path, result: ExplanationResult) -> dict:
     """A method's explanation into its item folder through the run's writer; its first sample to W&B. Returns the
     summary row."""
@@ -89,7 +76,7 @@ def run_explanations(ctx: RunContext, explain: Callable, description: str, title
 
     f = ctx.classifier("classifier")
     items = explanation_targets(ctx, f)
-    prompt_explainer(ctx, build=False)  # prompt settings checked with the tokenizer alone, before the generator
+    check_prompt_settings(ctx)
     settings = ctx.optim_settings()
     method = PromptExplainer(ctx.generator, f, settings, settings, ctx.sampler())
 
