@@ -21,7 +21,7 @@ from digin_cli.errors import DiginError, suggest
 
 def preset(group: str, name: str, **overrides: Any) -> DictConfig:
     """The ``conf/<group>/<name>.yaml`` node as the CLI composes it (defaults lists included), with ``overrides``
-    (keys of that node; unknown ones are refused in one line)."""
+    (keys of that node, a dict for a sub-node; unknown ones are refused in one line)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -47,8 +47,9 @@ def preset(group: str, name: str, **overrides: Any) -> DictConfig:
     if unknown:
         raise DiginError(f"{group} '{name}' has no option {', '.join(unknown)} — its options: "
                          f"{', '.join(k for k in node if k != '_target_')}")
-    for key, value in overrides.items():
-        node[key] = value
+    for key, value in overrides.items():  # a dict updates a sub-node (augment={"num": 2}) rather than replace it
+        node[key] = OmegaConf.merge(node[key], value) if isinstance(value, dict) and OmegaConf.is_dict(node[key]) \
+            else value
     return node
 
 
