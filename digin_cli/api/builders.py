@@ -40,7 +40,6 @@ def preset(group: str, name: str, **overrides: Any) -> DictConfig:
         GlobalHydra.instance().clear()
         if saved is not None:
             GlobalHydra.instance().initialize(saved)
-    node = cfg[group]
     OmegaConf.resolve(cfg)  # interpolations (paths.*) need the whole config
     node = OmegaConf.create(OmegaConf.to_container(cfg[group]))
     unknown = [k for k in overrides if k not in node]

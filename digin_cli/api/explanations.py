@@ -41,8 +41,8 @@ class PromptExplainer:
 
     gen: StableDiffusion
     clf: Classifier
-    settings: OptimSettings = None
-    text_settings: OptimSettings = None
+    settings: OptimSettings | None = None
+    text_settings: OptimSettings | None = None
     sampler: object = None
 
     def __post_init__(self):

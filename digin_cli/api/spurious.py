@@ -77,7 +77,7 @@ class SpuriousFinder:
     gen: StableDiffusion
     clf: Classifier
     detector: object
-    settings: OptimSettings = None
+    settings: OptimSettings | None = None
     delta: float = 0.1
     num_samples: int = 10
     seed: int = 0
