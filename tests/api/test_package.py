@@ -1,0 +1,14 @@
+"""``import digin_cli as digin`` exposes the API lazily: the CLI's light modules never import torch through it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_the_api_names_are_reachable_and_light_imports_stay_light(api):
+    for name in api.api.__all__ + ["run_task"]:
+        assert getattr(api, name) is not None and name in dir(api)
+    code = "import sys; from digin_cli import errors, configs; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "False", proc.stderr
