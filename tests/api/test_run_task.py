@@ -38,3 +38,11 @@ def test_run_task_errors_are_one_line_and_write_nothing(api, tmp_path):
     with pytest.raises(DiginError, match="optimizer.stepz"):
         api.run_task(["experiment=demo", "optimizer.stepz=2"], output_dir=tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_job_that_fails_raises_its_one_line_and_keeps_its_status(api, tmp_path):
+    with pytest.raises(DiginError, match="koalaa") as err:
+        api.run_task(["experiment=demo", "task.classes=[koalaa]"], output_dir=tmp_path / "run")
+    assert "\n" not in str(err.value)
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["status"] == "failed" and "koalaa" in status["error"]
