@@ -15,10 +15,10 @@ from digin_cli.api.builders import (load_classifier, load_generator, load_segmen
 from digin_cli.api.results import ExplanationResult, OptimisationResult
 
 # One line per method module (add yours here and to __all__).
-from digin_cli.api.disagreement import Disagreement  # noqa: E402
-from digin_cli.api.neurons import NeuronVisualiser  # noqa: E402
-from digin_cli.api.explanations import PromptExplainer  # noqa: E402
-from digin_cli.api.spurious import SpuriousFinder  # noqa: E402
+from digin_cli.api.disagreement import Disagreement
+from digin_cli.api.neurons import NeuronVisualiser
+from digin_cli.api.explanations import PromptExplainer
+from digin_cli.api.spurious import SpuriousFinder
 
 __all__ = [
     "load_generator", "load_classifier", "wrap_classifier", "load_segmenter", "optimizer_settings",

@@ -31,7 +31,7 @@ def test_disagreement_moves_p_f_minus_p_g_and_writes_nothing_until_saved(api, ti
                               ).generate("goldfish", seed=0)
     assert list(tmp_path.iterdir()) == []
     s = result.summary
-    gain = lambda s: (s["p_f_best"] - s["p_g_best"]) - (s["p_f_init"] - s["p_g_init"])  # noqa: E731
+    gain = lambda s: (s["p_f_best"] - s["p_g_best"]) - (s["p_f_init"] - s["p_g_init"])
     assert gain(s) > 1e-5, s  # measured 5.8e-5 on these random tiny classifiers (p ~ 1e-3)
     assert result.image.shape == (1, 3, 64, 64) and result.pil().size == (64, 64)
     assert [i.index for i in result.iterates] == [0, 1, 2, 3]
