@@ -26,8 +26,10 @@ def register() -> None:
     the classifier files themselves, stored once more under the second group instead of duplicated on disk.
     """
     store = ConfigStore.instance()
-    for path in sorted((CONF_DIR / "classifier").glob("*.yaml")):
-        store.store(group="classifier2", name=path.stem, node=OmegaConf.load(path))
+    folder = CONF_DIR / "classifier"
+    for path in sorted(folder.rglob("*.yaml")):  # with base/ (the presets' shared keys, named in their defaults)
+        group = "/".join(("classifier2", *path.relative_to(folder).parent.parts))
+        store.store(group=group, name=path.stem, node=OmegaConf.load(path))
     if not OmegaConf.has_resolver("digin_uid"):
         # One short random id per process, cached, so a run's folder name is fixed once resolved.
         uid = f"{os.getpid() % 100000:05d}{secrets.token_hex(2)}"

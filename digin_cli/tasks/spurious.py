@@ -174,7 +174,9 @@ def run(ctx: RunContext) -> dict:
     features = _class_features(ctx, f, list(dict.fromkeys(classes)), annotations)
     segmenter = build_segmenter(cfg.segmentation, ctx.device)  # loaded once; before the generator: fail fast
     explainer = prompt_explainer(ctx)
-    seed = int(task.seed)
+    if len(task.seeds) != 1:  # E[r] and the labels aggregate per (class, feature): one stream of z each
+        raise DiginError(f"task=spurious takes one seed, got task.seeds={list(task.seeds)} — pass e.g. task.seeds=[0]")
+    seed = int(task.seeds[0])
 
     def work(item_dir: Path, item: dict) -> dict:
         name, feature = item["class"], item["feature"]
