@@ -140,7 +140,7 @@ def report_main(argv: list[str]) -> None:
     import argparse
 
     from digin_cli.io.report import rebuild
-    from digin_cli.tasks import key_images
+    from digin_cli.task_registry import run_key_images
 
     parser = argparse.ArgumentParser(prog="digin report", description="Write report.html for a run folder, or for "
                                      "a sweep folder and every job in it, from the files already there.")
@@ -151,7 +151,7 @@ def report_main(argv: list[str]) -> None:
 
     parser.error = usage_error
     args = parser.parse_args(argv)
-    for page in rebuild(args.folder, key_images):
+    for page in rebuild(args.folder, run_key_images):
         print(page)
 
 

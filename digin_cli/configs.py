@@ -57,6 +57,8 @@ def config_hash(cfg: DictConfig, item: bool = False, item_keys: tuple[str, ...] 
     plain = OmegaConf.to_container(cfg, resolve=True)
     for key in _NOT_RESULTS + ("hydra",):
         plain.pop(key, None)
+    if isinstance(plain.get("task"), dict):
+        plain["task"].pop("meta", None)  # what the report shows and which keys choose items: never a result
     if item and isinstance(plain.get("task"), dict):
         for key in (*SHARD_KEYS, *item_keys):
             plain["task"].pop(key, None)

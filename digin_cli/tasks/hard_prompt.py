@@ -9,9 +9,6 @@ from digin_cli.context import RunContext
 from digin_cli.io.atomic import atomic_write_text
 from digin_cli.tasks.common.explanations import run_explanations
 
-KEY_IMAGES = ["samples.png", "loss.png", "iterates.png"]
-ITEM_KEYS = ["classes", "features", "seeds"]  # task keys that only choose items (resume)
-
 
 def run(ctx: RunContext) -> dict:
     def hard_prompt(explainer, task, seed):

@@ -38,8 +38,6 @@ from digin_cli.tasks.common.neurons import (check_feature, directions, feature_c
 from digin_cli.tasks.common.object_words import caption_name, mask_words
 from digin_cli.tasks.common.real_images import overlay, require_imagenet_train
 
-KEY_IMAGES = ["*neuron_*/neuron.png", "*neuron_*/*/seed_*/best.png"]
-ITEM_KEYS = ["neurons", "pairs", "top_features_of", "top_k", "direction", "seeds"]  # only choose items (resume)
 OBJECT_SEED_BASE = 1_000_000  # object scores use seeds 10^6, 10^6 + 1, ...: disjoint from the optimisation seeds
 
 

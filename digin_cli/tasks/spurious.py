@@ -48,9 +48,6 @@ from digin_cli.tasks.common.real_images import overlay
 log = logging.getLogger(__name__)
 DELTAS = [k / 20 for k in range(21)]  # the δ grid of agreement_by_delta.csv and of the cross-validated choice
 
-KEY_IMAGES = ["overlays.png", "samples.png", "loss.png"]  # report.html: the class name's masks over the samples first
-ITEM_KEYS = ["classes", "features", "annotations", "top_k"]  # task keys that only choose items (resume)
-
 
 def _require_text_segmenter(cfg) -> None:
     """Before any model: the segmentation config must build a text-prompted segmenter (GroundingDINO + SAM)."""
