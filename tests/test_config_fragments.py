@@ -53,7 +53,7 @@ def test_no_block_is_repeated_across_task_files():
 def test_no_block_is_repeated_across_timm_presets_and_optimizers():
     groups = [[p for p in (CONF_DIR / "classifier").glob("*.yaml") if "base/timm@_here_" in p.read_text()],
               sorted((CONF_DIR / "optimizer").glob("*.yaml"))]
-    assert len(groups[0]) == 10  # timm.yaml and its 9 presets
+    assert len(groups[0]) >= 10  # timm.yaml and its presets
     for files in groups:
         lines = {path.stem: key_lines(path.read_text()) for path in files}
         for i, x in enumerate(lines):
