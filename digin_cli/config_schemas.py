@@ -8,13 +8,14 @@ it must be and an example (the schema's default). Torch-free: the CLI pre-flight
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
-from digin_cli.errors import DiginError, suggest
+from digin_cli.errors import DiginError
 
 
 def _range(default, minimum: float | None = None, above: bool = False, example=None, choices: tuple = ()):
@@ -123,8 +124,9 @@ def _check_node(node: DictConfig, schema: type, path: str) -> None:
     fields = {f.name: f for f in dataclasses.fields(schema)}
     for key in node:
         if key not in fields:
-            raise DiginError(f"{path} has no option {key}{suggest(str(key), list(fields))} — its options: "
-                             f"{', '.join(fields)}")
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean {path}.{close[0]}?)" if close else ""
+            raise DiginError(f"{path} has no option {key}{hint} — drop it; its options: {', '.join(fields)}")
     for name, spec in fields.items():
         key, value = f"{path}.{name}", node.get(name)
         if spec.type in _NESTED:
