@@ -32,6 +32,10 @@ def register() -> None:
     for path in sorted(folder.rglob("*.yaml")):  # with base/ (the presets' shared keys, named in their defaults)
         group = "/".join(("classifier2", *path.relative_to(folder).parent.parts))
         store.store(group=group, name=path.stem, node=OmegaConf.load(path))
+    if not OmegaConf.has_resolver("digin_groups"):
+        # `digin --help`: the groups a user chooses from, without the fragments and schemas they compose from.
+        OmegaConf.register_new_resolver("digin_groups", lambda: "\n".join(
+            f"{group}: {', '.join(options(group))}" for group in sorted(GROUPS)))
     if not OmegaConf.has_resolver("digin_uid"):
         # One short random id per process, cached, so a run's folder name is fixed once resolved.
         uid = f"{os.getpid() % 100000:05d}{secrets.token_hex(2)}"

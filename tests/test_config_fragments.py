@@ -99,3 +99,13 @@ def test_prompt_optimizer_extends_adam_and_presets_extend_the_timm_base(hydra_di
     # a preset's own `checkpoint: ???` survives the base's null (OmegaConf never merges ??? over a value)
     from omegaconf import OmegaConf
     assert OmegaConf.is_missing(compose("config", overrides=["classifier=robust_vit_s"]).classifier, "checkpoint")
+
+
+def test_help_lists_the_groups_users_choose_from_not_the_fragments():
+    from omegaconf import OmegaConf
+
+    register()
+    listing = OmegaConf.create({"groups": "${digin_groups:}"}).groups
+    assert "task: disagreement, explain" in listing and "classifier2: " in listing
+    assert "common" not in listing and "base" not in listing and "schema" not in listing
+    assert "${digin_groups:}" in (CONF_DIR / "hydra" / "help" / "digin.yaml").read_text()
