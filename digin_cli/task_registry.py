@@ -32,8 +32,11 @@ def meta(task: Mapping | str | None) -> Mapping:
     return found if isinstance(found, Mapping) else {}
 
 
-def key_images(task: Mapping | str | None) -> list[str] | None:
-    """The images a task names for its report page; None: the page shows all (an unknown task too)."""
+def key_images(task: Mapping | str | Path | None) -> list[str] | None:
+    """The images a task names for its report page; None: the page shows all (an unknown task too). A ``Path`` is a
+    run folder: :func:`run_key_images`."""
+    if isinstance(task, Path):
+        return run_key_images(task)
     names = meta(task).get("key_images")
     return None if names is None else [str(n) for n in names]
 

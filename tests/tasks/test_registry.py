@@ -64,3 +64,8 @@ def test_metadata_never_enters_a_resume_hash():
     assert config_hash(cfg) == config_hash(other)
     assert config_hash(cfg, item=True) == config_hash(other, item=True)
     assert config_hash(cfg) != config_hash(OmegaConf.merge(cfg, {"task": {"seeds": [1]}}))
+
+
+def test_a_path_is_a_run_folder(tmp_path):
+    (tmp_path / "config.yaml").write_text("task:\n  name: npca\n")
+    assert key_images(tmp_path) == run_key_images(tmp_path) == key_images("npca")
