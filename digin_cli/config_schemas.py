@@ -134,7 +134,8 @@ def _check_node(node: DictConfig, schema: type, path: str) -> None:
             continue
         meta = spec.metadata
         if meta.get("choices"):
-            if value not in meta["choices"]:
+            # `is` for true / false: 1 == True, but checkpointing=1 is no choice
+            if not any(value is c or (isinstance(c, str) and value == c) for c in meta["choices"]):
                 options = ", ".join(_text(c) for c in meta["choices"])
                 raise DiginError(f"{key} must be one of {options}, got {_text(value)} — pass e.g. "
                                  f"{key}={_text(meta['example'])}")
@@ -150,8 +151,9 @@ def _base(spec: dataclasses.Field) -> str:
 
 def _text(value: Any) -> str:
     """A value as it is written on the command line (true, null, auto)."""
-    return {True: "true", False: "false", None: "null"}.get(value, str(value)) if not isinstance(value, (int, float)) \
-        or isinstance(value, bool) else str(value)
+    if value is None or isinstance(value, bool):
+        return {True: "true", False: "false", None: "null"}[value]
+    return str(value)
 
 
 def type_error(err: Exception) -> str | None:
@@ -164,7 +166,7 @@ def type_error(err: Exception) -> str | None:
     spec = _field(str(key))
     if spec is None:
         return None
-    value, meta, kind = _override_value(str(err)), spec.metadata, _base(spec)
+    value, meta, kind = getattr(cause, "value", None), spec.metadata, _base(spec)
     if kind == "bool":
         words, example = "true or false", spec.default
     elif kind in ("int", "float"):
@@ -188,16 +190,3 @@ def _field(key: str) -> dataclasses.Field | None:
         if schema is None:
             return None
     return None
-
-
-def _override_value(message: str) -> Any:
-    """The value the user wrote, typed as Hydra parses it (2.5 is a float, abc a string)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    first = message.splitlines()[0]
-    text = first.split("Error merging override ", 1)[-1].strip()
-    try:
-        return OverridesParser.create().parse_override(text).value()
-    except Exception:
-        return text.split("=", 1)[-1]
-

@@ -61,6 +61,7 @@ def test_every_file_of_a_schema_group_composes_into_the_schema(group):
     ("optimizer.grad_clip=-1", "optimizer.grad_clip must be a number > 0, got -1.0"),
     ("optimizer.select=first", "optimizer.select must be one of best, last, got first — pass e.g. optimizer.select=best"),
     ("optimizer.checkpointing=maybe", "optimizer.checkpointing must be one of true, false, auto, got maybe"),
+    ("optimizer.checkpointing=1", "optimizer.checkpointing must be one of true, false, auto, got 1"),
     ("+optimizer.lrr=0.1", "optimizer has no option lrr (did you mean optimizer.lr?) — drop it"),
 ])
 def test_optimizer_schema(override, words):
