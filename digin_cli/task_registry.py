@@ -8,18 +8,15 @@ Nothing here imports torch or a task module: ``digin report`` reads a run's meta
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
-
-import json
 
 import yaml
 
 TASK_DIR = Path(__file__).resolve().parent.parent / "conf" / "task"
-#: Every task, in the order the docs tour them; ``conf/task/<name>.yaml`` defines each (a test keeps both in step).
-_ORDER = ("sample", "disagreement", "vce", "neuron", "neuron_cf", "npca", "explain", "hard_prompt", "spurious")
-_FILES = {p.stem for p in TASK_DIR.glob("*.yaml")}
-TASKS = tuple([n for n in _ORDER if n in _FILES] + sorted(_FILES - set(_ORDER)))
+#: Every task: a file ``conf/task/<name>.yaml`` (its fragments live in conf/task/common/) and a module of that name.
+TASKS = tuple(sorted(p.stem for p in TASK_DIR.glob("*.yaml")))
 
 
 def meta(task: Mapping | str | None) -> Mapping:
