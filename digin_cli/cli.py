@@ -18,6 +18,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from digin_cli.config_schemas import type_error
 from digin_cli.configs import CONF_DIR, GROUPS, check_config, options, register
 from digin_cli.errors import DiginError, suggest, suggest_key
 
@@ -112,6 +113,9 @@ def preflight(argv: list[str]) -> None:
             for n, text in variants:
                 check_config(compose("config", overrides=[*single[:n], text, *single[n + 1:]]))
     except HydraException as err:
+        typed = type_error(err)  # a value its group's schema refuses (optimizer.steps=abc): the key's own words
+        if typed:
+            raise DiginError(typed) from None
         lines = str(err).splitlines()
         append = next((ln.rsplit(" ", 1)[-1] for ln in lines if ln.startswith("To append to your config use +")), "")
         if append.startswith(("+classifier.model.", "+classifier2.model.")):
@@ -187,7 +191,7 @@ def report_main(argv: list[str]) -> None:
     import argparse
 
     from digin_cli.io.report import rebuild
-    from digin_cli.tasks import key_images
+    from digin_cli.task_registry import run_key_images
 
     parser = argparse.ArgumentParser(prog="digin report", description="Write report.html for a run folder, or for "
                                      "a sweep folder and every job in it, from the files already there.")
@@ -198,7 +202,7 @@ def report_main(argv: list[str]) -> None:
 
     parser.error = usage_error
     args = parser.parse_args(argv)
-    for page in rebuild(args.folder, key_images):
+    for page in rebuild(args.folder, run_key_images):
         print(page)
 
 

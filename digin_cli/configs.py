@@ -11,6 +11,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from digin_cli import config_schemas
 from digin_cli.config_checks import check_inputs
 from digin_cli.errors import DiginError
 
@@ -26,8 +27,15 @@ def register() -> None:
     the classifier files themselves, stored once more under the second group instead of duplicated on disk.
     """
     store = ConfigStore.instance()
-    for path in sorted((CONF_DIR / "classifier").glob("*.yaml")):
-        store.store(group="classifier2", name=path.stem, node=OmegaConf.load(path))
+    config_schemas.register()
+    folder = CONF_DIR / "classifier"
+    for path in sorted(folder.rglob("*.yaml")):  # with base/ (the presets' shared keys, named in their defaults)
+        group = "/".join(("classifier2", *path.relative_to(folder).parent.parts))
+        store.store(group=group, name=path.stem, node=OmegaConf.load(path))
+    if not OmegaConf.has_resolver("digin_groups"):
+        # `digin --help`: the groups a user chooses from, without the fragments and schemas they compose from.
+        OmegaConf.register_new_resolver("digin_groups", lambda: "\n".join(
+            f"{group}: {', '.join(options(group))}" for group in sorted(GROUPS)))
     if not OmegaConf.has_resolver("digin_uid"):
         # One short random id per process, cached, so a run's folder name is fixed once resolved.
         uid = f"{os.getpid() % 100000:05d}{secrets.token_hex(2)}"
@@ -55,6 +63,8 @@ def config_hash(cfg: DictConfig, item: bool = False, item_keys: tuple[str, ...] 
     plain = OmegaConf.to_container(cfg, resolve=True)
     for key in _NOT_RESULTS + ("hydra",):
         plain.pop(key, None)
+    if isinstance(plain.get("task"), dict):
+        plain["task"].pop("meta", None)  # what the report shows and which keys choose items: never a result
     if item and isinstance(plain.get("task"), dict):
         for key in (*SHARD_KEYS, *item_keys):
             plain["task"].pop(key, None)
@@ -66,20 +76,7 @@ def _number(cfg: DictConfig, key: str, kind: type, minimum: float | None = None,
             optional: bool = False, example: str = "1") -> float | int | None:
     """``cfg[key]`` as an int or float, or a DiginError naming the key, the expected type and range."""
     value = OmegaConf.select(cfg, key, throw_on_missing=False)
-    if value is None and optional:
-        return None
-    bound = "" if minimum is None else f" {'>' if above else '>='} {minimum:g}"
-    expected = f"{'an integer' if kind is int else 'a number'}{bound}"
-    if kind is int and minimum == 0:
-        expected = "a positive integer" if above else "an integer >= 0"
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok and kind is int and isinstance(value, float):
-        ok = value.is_integer()
-    if ok and minimum is not None:
-        ok = value > minimum if above else value >= minimum
-    if not ok:
-        raise DiginError(f"{key} must be {expected}, got {value!r} — pass e.g. {key}={example}")
-    return kind(value)
+    return config_schemas.number(value, key, kind, minimum, above, optional, example)
 
 
 def _int_list(cfg: DictConfig, key: str) -> None:
@@ -95,25 +92,15 @@ def _int_list(cfg: DictConfig, key: str) -> None:
 def check_config(cfg: DictConfig) -> None:
     """Cheap checks on values that would otherwise fail deep inside a job (also run by the CLI pre-flight).
 
-    Every number a user may override on the command line is checked for its type and range here, so that
-    ``optimizer.steps=abc`` or ``optimizer.lr=0`` is one line naming the key, not a traceback minutes later.
+    The groups with a schema (``optimizer``, ``generator``: :mod:`digin_cli.config_schemas`) have their types checked
+    as the config composes and their ranges, choices and keys by ``config_schemas.check``; the rest is checked here,
+    so that ``optimizer.lr=0`` or ``task.seeds=[a]`` is one line naming the key, not a traceback minutes later.
     """
+    config_schemas.check(cfg)
     _number(cfg, "seed", int, example="0")
-    _number(cfg, "generator.num_steps", int, 0, above=True, example="20")
-    _number(cfg, "generator.guidance_scale", float, 1.0, example="3.0")
-    resolution = _number(cfg, "generator.resolution", int, 0, above=True, example="512")
-    if resolution % 8:
-        raise DiginError(f"generator.resolution must be a positive multiple of 8, got {resolution} — pass e.g. "
-                         "generator.resolution=512")
-    _number(cfg, "optimizer.steps", int, 0, example="20")
-    _number(cfg, "optimizer.loss_steps", int, 1, example="3")
-    _number(cfg, "optimizer.lr", float, 0, above=True, example="0.01")
-    for factor in ("latent_lr_factor", "cond_lr_factor", "uncond_lr_factor"):
-        _number(cfg, f"optimizer.{factor}", float, 0, example="1.0")
-    _number(cfg, "optimizer.grad_clip", float, 0, above=True, optional=True, example="1.0")
-    _number(cfg, "optimizer.augment.num", int, 0, example="16")
-    _number(cfg, "optimizer.augment.power", float, 0, above=True, example="0.3")
-    _number(cfg, "optimizer.augment.noise_sd", float, 0, example="0.005")
+    if cfg.generator.resolution % 8:
+        raise DiginError(f"generator.resolution must be a positive multiple of 8, got {cfg.generator.resolution} — "
+                         "pass e.g. generator.resolution=512")
     _number(cfg, "task.images_per_class", int, 1, optional=True, example="1")
     _number(cfg, "task.num_targets", int, 1, optional=True, example="1")
     # task=neuron (object choice, keep_object, real images)
@@ -138,26 +125,15 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.get("safety", False) not in (True, False):
         raise DiginError(f"safety must be true or false, got {cfg.safety} — pass e.g. safety=true (Stable "
                          "Diffusion's safety checker over every item's images)")
-    opt = cfg.optimizer
-    if opt.get("checkpointing", True) not in (True, False, "auto"):
-        raise DiginError(f"optimizer.checkpointing must be true, false or auto, got {opt.checkpointing} — pass e.g. "
-                         "optimizer.checkpointing=auto")
     for key in ("classifier", "classifier2"):
         node = cfg.get(key)
         if node is not None and node.get("grad_checkpointing", False) not in (True, False, "auto"):
             raise DiginError(f"{key}.grad_checkpointing must be true, false or auto, got {node.grad_checkpointing} — "
                              f"pass e.g. {key}.grad_checkpointing=auto")
-    compile = opt.get("compile", False)
+    compile = cfg.optimizer.compile
     if not isinstance(compile, (bool, str)) or (isinstance(compile, str) and compile not in _compile_backends()):
         raise DiginError(f"optimizer.compile must be true, false or a torch.compile backend, got {compile} — pass "
                          "e.g. optimizer.compile=true (inductor)")
-    _number(cfg, "optimizer.memory_budget_gb", float, 0, optional=True, example="40")
-    _number(cfg, "optimizer.augment.chunk", int, 1, optional=True, example="4")
-    if cfg.generator.get("sampler", "ddim") not in ("ddim", "lcm"):
-        raise DiginError(f"unknown generator.sampler '{cfg.generator.sampler}' — use generator.sampler=ddim or lcm")
-    if cfg.optimizer.get("select", "best") not in ("best", "last"):
-        raise DiginError(f"unknown optimizer.select '{cfg.optimizer.select}' — use optimizer.select=best or last")
-    _number(cfg, "optimizer.keep_images_every", int, 1, optional=True, example="1")
     sampling = OmegaConf.select(cfg, "segmentation.point_sampling", default=None)
     if sampling is not None and sampling not in ("authors", "spread"):
         raise DiginError(f"unknown segmentation.point_sampling '{sampling}' — use segmentation.point_sampling=authors "

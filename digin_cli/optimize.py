@@ -55,7 +55,8 @@ Objective = Callable[..., tuple[torch.Tensor, dict[str, float]]]
 
 @dataclass
 class OptimSettings:
-    """What the ``optimizer`` config group holds (authors' defaults)."""
+    """What the ``optimizer`` config group holds (authors' defaults). Ranges and choices are stated and checked once, on
+    the group's schema (:class:`digin_cli.config_schemas.OptimizerSchema`, checked by ``check_config``)."""
 
     steps: int = 20
     lr: float = 0.01
@@ -84,20 +85,6 @@ class OptimSettings:
     """``best`` (lowest plain loss, DiG-IN) or ``last`` (the final iterate: the paper's t* with a new z per step)."""
     keep_images_every: int = 1
     """Keep every n-th iterate's image on CPU (the first, last and selected are always kept)."""
-
-    def __post_init__(self):
-        if self.steps < 0:
-            raise ValueError("optimizer.steps must be >= 0")
-        if self.loss_steps < 1:
-            raise ValueError("optimizer.loss_steps must be >= 1")
-        if self.chunk < 1:
-            raise ValueError("optimizer.augment.chunk must be >= 1")
-        if self.checkpointing not in (None, True, False, "auto"):
-            raise ValueError("optimizer.checkpointing must be true, false or auto")
-        if self.select not in ("best", "last"):
-            raise ValueError("optimizer.select must be best or last")
-        if self.keep_images_every < 1:
-            raise ValueError("optimizer.keep_images_every must be >= 1")
 
 
 @dataclass

@@ -48,7 +48,7 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = (), 
     multirun = sweep_dir is not None
     digest = config_hash(cfg)
     # Same config but for which items run (more classes, seeds, images): the job runs again, finished items are reused.
-    items_digest = config_hash(cfg, item=True, item_keys=item_keys(str(cfg.task.name)))
+    items_digest = config_hash(cfg, item=True, item_keys=item_keys(cfg.task))
     previous = previous_status(output_dir)
     if previous is not None and previous.get("config_hash") != digest:
         if previous.get("items_hash") != items_digest:
@@ -123,7 +123,7 @@ def _write_pages(cfg: DictConfig, output_dir: Path, sweep_dir: Path | None) -> N
     from digin_cli.io import report
     from digin_cli.tasks import key_images
 
-    report.refresh(lambda: report.write_report(output_dir, key_images(str(cfg.task.name))))
+    report.refresh(lambda: report.write_report(output_dir, key_images(cfg.task)))
     if sweep_dir is not None:
         report.refresh(report.write_sweep_report, sweep_dir)
 

@@ -242,7 +242,7 @@ def test_more_seeds_in_the_same_run_folder_run_only_the_new_items(tmp_path):
     base = [*FAST, "optimizer.steps=1", f"paths.output_root={tmp_path}", f"hydra.run.dir={run}"]
     assert digin(*base, "task.seeds=[0]").returncode == 0
     first = (run / "1_goldfish" / "seed_0" / "metrics.json").read_bytes()
-    more = digin(*base, "task.seeds=[0,1]")  # ITEM_KEYS: seeds only choose items, so this is no other config
+    more = digin(*base, "task.seeds=[0,1]")  # task.meta.item_keys: seeds only choose items, so this is no other config
     assert more.returncode == 0, more.stderr
     assert (run / "1_goldfish" / "seed_0" / "metrics.json").read_bytes() == first
     assert [r["status"] for r in _csv(run / "summary.csv")] == ["done before", "ok"]

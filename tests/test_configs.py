@@ -127,12 +127,22 @@ def test_zoo_classifiers_checkpoint_their_gradients_when_the_whole_loss_is_held(
     ("safety=maybe", "safety must be true or false, got maybe"),
 ])
 def test_check_config_names_the_key_and_the_expected_type(override, message):
+    from hydra.errors import HydraException
+
+    from digin_cli.config_schemas import type_error
     from digin_cli.configs import check_config
     from digin_cli.errors import DiginError
 
-    check_config(compose("config", overrides=["experiment=demo"]))  # the shipped values pass
+    def checked(overrides):  # as the CLI pre-flight: a schema refuses a type while composing, check_config the rest
+        try:
+            cfg = compose("config", overrides=overrides)
+        except HydraException as err:
+            raise DiginError(type_error(err) or str(err)) from None
+        check_config(cfg)
+
+    checked(["experiment=demo"])  # the shipped values pass
     with pytest.raises(DiginError) as err:
-        check_config(compose("config", overrides=["experiment=demo", override]))
+        checked(["experiment=demo", override])
     assert message in str(err.value) and " — pass e.g. " in str(err.value) and "\n" not in str(err.value)
 
 

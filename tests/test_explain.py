@@ -52,8 +52,8 @@ def test_explain_eq5_writes_embeddings_samples_and_curves(workdir):
         assert f.metadata()["prefix"] == "a texture of"
     for name in ("samples.png", "loss.png", "iterates.png"):
         assert (item / name).stat().st_size > 0
-    from digin_cli.tasks.explain import KEY_IMAGES
-    assert all((item / name).exists() for name in KEY_IMAGES)
+    from digin_cli.task_registry import key_images
+    assert all((item / name).exists() for name in key_images("explain"))
 
 
 # The planted classifier (tests/assets/digin_user_nets/planted.py): p(red) = sigmoid(200 (mean R - mean B - 0.085)),

@@ -57,7 +57,7 @@ def main(argv: list[str], backbones: Backbones | None = None) -> dict:
     from digin_cli.device import resolve_device
     from digin_cli.io.progress import print_table
     from digin_cli.io.report import rebuild
-    from digin_cli.task_registry import key_images
+    from digin_cli.task_registry import run_key_images
 
     p = parser()
 
@@ -73,7 +73,7 @@ def main(argv: list[str], backbones: Backbones | None = None) -> dict:
     torch.manual_seed(args.seed)
     result = evaluate(args.folder, chosen, backbones or real_backbones(args, device), device,
                       by_pair=args.by_pair or args.protocol == "imagenet_pairs", seed=args.seed)
-    rebuild(args.folder, key_images)  # report.html shows the new section
+    rebuild(args.folder, run_key_images)  # report.html shows the new section
     print_table("evaluation", result["groups"])
     if args.protocol == "imagenet_pairs":
         from digin_cli.evaluation.published import SOURCE

@@ -5,7 +5,7 @@ of those numbers, and a header with the command line, status, seconds, peak memo
 page links every job's page and shows ``sweep_status.csv`` and the merged ``summary.csv``. Everything comes from the
 files tasks already write — item folders with ``metrics.json``, ``summary.csv``, ``status.json``, ``config.yaml``,
 Hydra's ``.hydra/overrides.yaml`` — so the page of an old folder can be rebuilt (``digin report``) and a killed job's
-last page still shows every item it finished. A task only names its key images (``KEY_IMAGES`` in its module);
+last page still shows every item it finished. A task only names its key images (``meta.key_images`` in its conf/task YAML);
 without that list an item shows all its images.
 
 Pages are plain HTML with a few lines of inline JavaScript (sorting, an image-loaded check): no framework, no CDN,
@@ -405,19 +405,20 @@ def refresh(write: Callable[..., Any], *args: Any, what: str = REPORT) -> Any:
         return None
 
 
-def rebuild(folder: str | Path, key_images_of: Callable[[str | None], Sequence[str] | None]) -> list[Path]:
-    """``digin report``: rebuild the page of a run folder, or of a sweep folder and every job in it."""
+def rebuild(folder: str | Path, key_images_of: Callable[[Path], Sequence[str] | None]) -> list[Path]:
+    """``digin report``: rebuild the page of a run folder, or of a sweep folder and every job in it; ``key_images_of``
+    reads a run folder's key images (from its config.yaml: :func:`digin_cli.task_registry.run_key_images`)."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise DiginError(f"no folder '{folder}' — pass a run folder (outputs/<task>/runs/<run>) or a sweep folder "
                          "(outputs/<task>/multiruns/<sweep>)")
     if is_run_folder(folder):
-        pages = [write_report(folder, key_images_of(task_of(folder)))]
+        pages = [write_report(folder, key_images_of(folder))]
         if is_sweep_folder(folder.parent):
             pages.append(write_sweep_report(folder.parent))  # its job links may now point at a page
         return pages
     if is_sweep_folder(folder):
-        pages = [write_report(job, key_images_of(task_of(job))) for job in _jobs(folder)]
+        pages = [write_report(job, key_images_of(job)) for job in _jobs(folder)]
         return [*pages, write_sweep_report(folder)]
     raise DiginError(f"'{folder}' is neither a digin run folder (config.yaml, status.json) nor a sweep folder "
                      "(multirun.yaml, sweep_status.csv) — pass the folder digin printed or wrote")

@@ -1,8 +1,8 @@
 """Tasks, one module each; a task is ``run(ctx: RunContext) -> dict`` (the job summary for status.json).
 
-A task module may name the images of an item its report page shows first (``KEY_IMAGES = ["init.png", ...]``) and
-the ``task.*`` keys that only choose which items run (``ITEM_KEYS = ["classes", "seeds"]``): an item's resume hash
-ignores them, so adding classes or seeds to a run completes the new items and keeps the finished ones.
+A task's YAML (``conf/task/<name>.yaml``) names the images of an item its report page shows first
+(``meta.key_images``) and the ``task.*`` keys that only choose which items run (``meta.item_keys``): an item's resume
+hash ignores them, so adding classes or seeds to a run completes the new items and keeps the finished ones.
 """
 
 from __future__ import annotations

@@ -14,9 +14,6 @@ from digin_cli.context import RunContext
 from digin_cli.errors import DiginError
 from digin_cli.tasks.common import finish, run_items, save_result
 
-KEY_IMAGES = ["init.png", "best.png"]  # report.html: SD's image, then the one the classifiers disagree on most
-ITEM_KEYS = ["classes", "seeds"]  # task keys that only choose items (resume)
-
 
 def run(ctx: RunContext) -> dict:
     task = ctx.cfg.task

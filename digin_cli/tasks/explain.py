@@ -12,9 +12,6 @@ from __future__ import annotations
 from digin_cli.context import RunContext
 from digin_cli.tasks.common.explanations import run_explanations
 
-KEY_IMAGES = ["samples.png", "loss.png", "iterates.png"]
-ITEM_KEYS = ["classes", "features", "seeds"]  # task keys that only choose items (resume)
-
 
 def run(ctx: RunContext) -> dict:
     task = ctx.cfg.task

@@ -32,8 +32,6 @@ from digin_cli.tasks.common.neurons import (check_feature, directions, feature_c
 from digin_cli.captioning.object_words import caption_name, mask_words
 from digin_cli.tasks.common.real_images import require_imagenet_train
 
-KEY_IMAGES = ["*neuron_*/neuron.png", "*neuron_*/*/seed_*/best.png"]
-ITEM_KEYS = ["neurons", "pairs", "top_features_of", "top_k", "direction", "seeds"]  # only choose items (resume)
 
 
 def objects_of(task) -> list[str]:

@@ -25,10 +25,6 @@ from digin_cli.tasks.common.real_images import (before_after_strip, feature_coun
                                                 real_image_editor, require_editing, require_imagenet_val,
                                                 select_images, start_class, task_cutouts)
 
-KEY_IMAGES = ["*/neuron_*/neuron_cf.png", "*/neuron_*/*/counterfactual.png"]
-ITEM_KEYS = ["images", "indices", "image_classes", "images_per_class", "pairs", "neurons", "top_features_of",
-              "top_k", "direction"]  # task keys that only choose items (resume)
-
 
 def run(ctx: RunContext) -> dict:
     task, cfg = ctx.cfg.task, ctx.cfg

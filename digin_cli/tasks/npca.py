@@ -28,8 +28,6 @@ from digin_cli.tasks.common.real_images import (before_after_strip, feature_coun
                                                 real_image_editor, require_editing, require_imagenet_train,
                                                 require_imagenet_val, select_images, start_class, task_cutouts)
 
-KEY_IMAGES = ["*/npca.png", "*/counterfactual.png"]
-ITEM_KEYS = ["images", "indices", "image_classes", "images_per_class"]  # task keys that only choose items (resume)
 COMPONENTS = "components.safetensors"
 
 

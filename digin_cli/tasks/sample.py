@@ -13,9 +13,6 @@ from digin_cli.errors import DiginError
 from digin_cli.io.writer import slug
 from digin_cli.tasks.common import finish, run_items
 
-KEY_IMAGES: list[str] = []  # each item is one image file; report.html shows that file
-ITEM_KEYS = ["prompts", "seeds"]  # task keys that only choose items (resume)
-
 
 def run(ctx: RunContext) -> dict:
     task = ctx.cfg.task

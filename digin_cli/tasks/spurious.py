@@ -45,9 +45,6 @@ from digin_cli.tasks.common.neurons import check_feature, class_files, features_
 log = logging.getLogger(__name__)
 DELTAS = [k / 20 for k in range(21)]  # the δ grid of agreement_by_delta.csv and of the cross-validated choice
 
-KEY_IMAGES = ["overlays.png", "samples.png", "loss.png"]  # report.html: the class name's masks over the samples first
-ITEM_KEYS = ["classes", "features", "annotations", "top_k"]  # task keys that only choose items (resume)
-
 
 def _require_text_segmenter(cfg) -> None:
     """Before any model: the segmentation config must build a text-prompted segmenter (GroundingDINO + SAM)."""
@@ -158,7 +155,9 @@ def run(ctx: RunContext) -> dict:
     features = _class_features(ctx, f, list(dict.fromkeys(classes)), annotations)
     segmenter = build_segmenter(cfg.segmentation, ctx.device)  # loaded once; before the generator: fail fast
     check_prompt_settings(ctx)
-    method = SpuriousFinder(ctx.generator, f, segmenter, ctx.optim_settings(), delta, num_samples, int(task.seed),
+    if len(task.seeds) != 1:  # E[r] and the labels aggregate per (class, feature): one stream of z each
+        raise DiginError(f"task=spurious takes one seed, got task.seeds={list(task.seeds)} — pass e.g. task.seeds=[0]")
+    method = SpuriousFinder(ctx.generator, f, segmenter, ctx.optim_settings(), delta, num_samples, int(task.seeds[0]),
                             float(task.feature_weight), str(task.prefix), int(task.num_tokens), str(task.init),
                             ctx.sampler())
 

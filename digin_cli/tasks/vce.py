@@ -26,9 +26,6 @@ from digin_cli.tasks.common.inputs import crop_fraction
 from digin_cli.tasks.common.real_images import (distances, overlay, real_image_editor, require_imagenet_val,
                                                 select_images, start_class)
 
-KEY_IMAGES = ["original.png", "mask_overlay.png", "init.png", "counterfactual.png"]  # report.html, in this order
-ITEM_KEYS = ["images", "indices", "image_classes", "images_per_class", "pairs", "filter_predicted", "targets",
-              "target_strategy", "num_targets", "image_list"]  # task keys that only choose items (resume)
 
 STRATEGIES = ("second_most_likely", "nearest_text", "true_label", "wordnet_cluster")
 IMAGE_LISTS = ("dig_in",)

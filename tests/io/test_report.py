@@ -111,12 +111,12 @@ def test_rebuild_writes_run_and_sweep_pages_and_rejects_other_folders(tmp_path):
     run = make_run(tmp_path)
     first = report.write_report(run, ["init.png"]).read_bytes()
     (run / "report.html").unlink()
-    assert report.rebuild(run, lambda task: ["init.png"] if task == "disagreement" else None) == [run / "report.html"]
+    assert report.rebuild(run, lambda folder: ["init.png"] if folder == run else None) == [run / "report.html"]
     assert (run / "report.html").read_bytes() == first
     with pytest.raises(DiginError, match="neither a digin run folder"):
-        report.rebuild(tmp_path / "run" / "koala", lambda task: None)
+        report.rebuild(tmp_path / "run" / "koala", lambda folder: None)
     with pytest.raises(DiginError, match="no folder"):
-        report.rebuild(tmp_path / "nope", lambda task: None)
+        report.rebuild(tmp_path / "nope", lambda folder: None)
 
 
 def test_refresh_warns_instead_of_failing_the_job(tmp_path, capsys):

@@ -57,7 +57,7 @@ def run_items(ctx: RunContext, items: Iterable[tuple[Path, dict]], work: Callabl
     """
     rows = []
     items = shard(ctx, list(items))
-    digest = config_hash(ctx.cfg, item=True, item_keys=item_keys(ctx.cfg.task.get("name")))
+    digest = config_hash(ctx.cfg, item=True, item_keys=item_keys(ctx.cfg.task))
     ctx.writer.stamp["config_hash"] = digest  # every item's metrics.json carries it, whichever task writes it
     check_safety = _safety(ctx)  # loaded before any item: a missing checker fails in seconds, not after item one
     ctx.tracker.start()  # a task calls run_items once its inputs are checked: only now may a W&B run appear
@@ -154,10 +154,10 @@ def finish(ctx: RunContext, rows: list[dict], title: str, columns: list[str] | N
         counts["inputs_skipped"] = len(skipped)
     ctx.tracker.summary(counts)
     if ctx.tracker.enabled:  # report.html's key images, one row per item
-        table = lambda: report.key_image_table(ctx.output_dir, key_images(ctx.cfg.task.name))  # noqa: E731
+        table = lambda: report.key_image_table(ctx.output_dir, key_images(ctx.cfg.task))  # noqa: E731
         report.refresh(lambda: ctx.tracker.log_table("key_images", *table()), what="the W&B key_images table")
     return counts
 
 
 def _report(ctx: RunContext) -> None:
-    report.refresh(lambda: report.write_report(ctx.output_dir, key_images(ctx.cfg.task.name)))
+    report.refresh(lambda: report.write_report(ctx.output_dir, key_images(ctx.cfg.task)))
