@@ -26,6 +26,7 @@ from digin_cli.io import report
 from digin_cli.io.atomic import atomic_write_text
 from digin_cli.io.progress import print_table, track
 from digin_cli.io.writer import Writer
+from digin_cli.methods.results import write_optimisation
 from digin_cli.optimize import OptimResult
 from digin_cli.task_registry import item_keys, key_images
 from digin_cli.tasks.common.inputs import skipped_rows
@@ -40,9 +41,13 @@ def require_invertible_sampler(ctx: RunContext) -> None:
                          "generator.sampler=ddim without an LCM LoRA)")
 
 
-def run_items(ctx: RunContext, items: Iterable[tuple[Path, dict]], work: Callable[[Path, dict], dict],
-              description: str, done: Callable[[Path], bool] = Writer.is_done) -> list[dict]:
-    """Run ``work(path, item)`` for every item and return one summary row each.
+def run_items(ctx: RunContext, items: Iterable[tuple], work: Callable[..., dict], description: str,
+              done: Callable[[Path], bool] = Writer.is_done) -> list[dict]:
+    """Run ``work(path, item)`` for every ``(path, item)`` and return one summary row each.
+
+    ``item`` (a dict) is public: it starts the item's summary row. An entry ``(path, item, payload)`` carries a
+    private payload as well (e.g. the image and classes the item edits), handed over as ``work(path, item,
+    payload)`` and never written.
 
     ``path`` is where the item's outputs go (a folder, or one file for single-file items). Only this job's shard of
     the items runs (:func:`shard`). A finished item (``done(path)``: by default its ``metrics.json`` exists) is read
@@ -60,7 +65,7 @@ def run_items(ctx: RunContext, items: Iterable[tuple[Path, dict]], work: Callabl
     ctx.writer.stamp["config_hash"] = digest  # every item's metrics.json carries it, whichever task writes it
     check_safety = _safety(ctx)  # loaded before any item: a missing checker fails in seconds, not after item one
     ctx.tracker.start()  # a task calls run_items once its inputs are checked: only now may a W&B run appear
-    for item_dir, item in track(items, description):
+    for item_dir, item, *payload in track(items, description):
         if done(item_dir):
             metrics = _read_metrics(item_dir)
             if metrics is not None and metrics.get("config_hash") != digest:
@@ -75,7 +80,7 @@ def run_items(ctx: RunContext, items: Iterable[tuple[Path, dict]], work: Callabl
         ctx.rng.manual_seed(seed)
         seed_everything(seed)
         try:
-            row = work(item_dir, item)
+            row = work(item_dir, item, *payload)
             check_safety(item_dir)
             rows.append({**item, "status": "ok", **row})
         except DiginError:
@@ -128,21 +133,16 @@ def _read_metrics(item_dir: Path) -> dict | None:
 
 def save_optimisation(ctx: RunContext, item_dir: Path, result: OptimResult, caption: Callable[[dict], str],
                       metrics: dict, best_name: str = "best.png") -> None:
-    """Write init.png, the selected iterate (``best_name``: real-image tasks call it counterfactual.png, once), the
-    captioned iterate strip and (last, marking the item done) metrics.json."""
-    writer = ctx.writer
-    writer.save_image(item_dir, "init.png", result.initial.image)
-    writer.save_image(item_dir, best_name, result.best.image)
-    kept = [i for i in result.iterates if i.image is not None]  # optimizer.keep_images_every
-    writer.save_strip(item_dir, "iterates.png", [i.image for i in kept],
-                      [f"it {i.index}{' *' if i.index == result.best_index else ''}\n{caption(i.metrics)}"
-                       for i in kept])
-    metrics = {**metrics, "best_iterate": result.best_index, "error": result.error,
-               "seconds": round(result.seconds, 3), "peak_memory_mb": round(peak_memory_mb(ctx.device), 1),
-               "iterates": [{"index": i.index, **i.metrics} for i in result.iterates]}
+    """Write init.png, the selected iterate (``best_name``), the captioned iterate strip and (last, marking the item
+    done) metrics.json (:func:`digin_cli.methods.results.write_optimisation`), and log the images."""
+    write_optimisation(ctx.writer, item_dir, result, caption, metrics, best_name, peak_memory_mb(ctx.device))
+    log_images(ctx, item_dir, result)
+
+
+def log_images(ctx: RunContext, item_dir: Path, result: OptimResult) -> None:
+    """The item's selected and initial iterates to the tracker (W&B)."""
     ctx.tracker.log_images({f"{item_dir.relative_to(ctx.output_dir)}/best": result.best.image,
                             f"{item_dir.relative_to(ctx.output_dir)}/init": result.initial.image})
-    writer.save_metrics(item_dir, metrics)
 
 
 def finish(ctx: RunContext, rows: list[dict], title: str, columns: list[str] | None = None) -> dict:
