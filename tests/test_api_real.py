@@ -12,24 +12,19 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image, ImageDraw
 
 from digin_cli.augment import Cutouts
-from digin_cli.classifiers import build_classifier
 from digin_cli.device import item_seed
 from digin_cli.errors import DiginError
 from digin_cli.features import npca
-from digin_cli.methods import (NPCA, Counterfactuals, CounterfactualSettings, FeatureEditSettings,
-                               NeuronCounterfactuals, as_input)
+import digin_cli as digin
+from digin_cli.api.real_images import as_input
 from digin_cli.optimize import OptimSettings
-from digin_cli.segmentation import build_segmenter
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 VCE_FILES = {"original.png", "reconstruction.png", "mask_overlay.png", "attention.png", "init.png",
              "counterfactual.png", "iterates.png", "metrics.json"}
 FAST = dict(inner_steps=2)  # a shorter null-text inversion: the API tests measure the edit, not the inversion
@@ -43,12 +38,12 @@ def fox(size=(96, 80)) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def clf():
-    return build_classifier(OmegaConf.load(CONF / "classifier" / "tiny_a.yaml"), "cpu")
+    return digin.load_classifier("tiny_a")
 
 
 @pytest.fixture(scope="module")
 def segmenter():
-    return build_segmenter(OmegaConf.load(CONF / "segmentation" / "tiny_sam.yaml"), "cpu")
+    return digin.load_segmenter("tiny_sam")
 
 
 @pytest.fixture(scope="module")
@@ -71,30 +66,30 @@ def test_an_image_is_read_alike_from_a_path_a_pil_image_and_a_tensor(image_file)
 def test_counterfactual_raises_the_target_keeps_the_segmenters_mask_and_writes_only_on_save(
         tiny_sd, clf, segmenter, image_file, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cf = Counterfactuals(tiny_sd, clf, segmenter, settings=CounterfactualSettings(**FAST),
+    cf = digin.Counterfactuals(tiny_sd, clf, segmenter, settings=digin.CounterfactualSettings(**FAST),
                          optim=OptimSettings(steps=4, lr=0.05), cutouts=Cutouts(num=4))
     result = cf.explain(fox(), target="goldfish")
     assert not any(tmp_path.iterdir()), "the method wrote files before save()"
     its = result.iterates
-    assert result.metrics["p_target_after"] == pytest.approx(its[result.optimisation.best_index].metrics["p_target"],
+    assert result.summary["p_target_after"] == pytest.approx(its[result.optimisation.best_index].metrics["p_target"],
                                                              rel=1e-3)
     # The optimisation raises p(goldfish) over iterate 0 (the prompt-to-prompt edit); with lr 0 they are equal.
-    assert result.metrics["p_target_after"] > 1.05 * its[0].metrics["p_target"], [i.metrics for i in its]
+    assert result.summary["p_target_after"] > 1.05 * its[0].metrics["p_target"], [i.metrics for i in its]
     assert torch.equal(result.image, its[result.optimisation.best_index].image)
     # The mask is the segmenter's on the original and the object's attention map.
     px_mask, _ = segmenter.segment(result.original, result.attention)
     assert torch.equal(result.mask, px_mask.cpu()) and 0 < result.mask.mean() < 1
-    assert result.metrics["mask"] == "tiny_sam" and result.item["target"] == "goldfish"
+    assert result.summary["mask"] == "tiny_sam" and result.metrics["target"] == "goldfish"
     folder = result.save(tmp_path / "fox")
     assert {p.name for p in folder.iterdir()} == VCE_FILES
     saved = json.loads((folder / "metrics.json").read_text())
-    assert saved["summary"] == result.metrics and saved["target"] == "goldfish"
+    assert saved["summary"] == result.summary and saved["target"] == "goldfish"
     assert [it["p_target"] for it in saved["iterates"]] == [i.metrics["p_target"] for i in its]
     assert result.pil().size == (64, 64)
 
 
 def test_counterfactual_refuses_its_start_class_in_one_line(tiny_sd, clf, segmenter):
-    cf = Counterfactuals(tiny_sd, clf, segmenter, optim=OptimSettings(steps=0))
+    cf = digin.Counterfactuals(tiny_sd, clf, segmenter, optim=OptimSettings(steps=0))
     start = int(clf(as_input(fox(), 64).image).argmax())
     with pytest.raises(DiginError, match="equals the start class"):
         cf.explain(fox(), target=start)
@@ -102,14 +97,14 @@ def test_counterfactual_refuses_its_start_class_in_one_line(tiny_sd, clf, segmen
 
 def test_neuron_counterfactual_moves_the_neuron_both_ways(tiny_sd, clf, segmenter):
     # Without the distance term the loss is -/+phi alone (as tests/tasks/test_neuron_cf.py).
-    ncf = NeuronCounterfactuals(tiny_sd, clf, segmenter, settings=FeatureEditSettings(w_vae=0, w_px=0, **FAST),
+    ncf = digin.NeuronCounterfactuals(tiny_sd, clf, segmenter, settings=digin.FeatureEditSettings(w_vae=0, w_px=0, **FAST),
                                 optim=OptimSettings(steps=3, lr=0.05))
     for direction, sign in (("max", 1), ("min", -1)):
         result = ncf.explain(fox(), neuron=5, direction=direction)
         start = result.iterates[0].metrics["phi"]
-        assert sign * (result.metrics["phi_after"] - start) >= 0.01, (direction, result.metrics, start)
-        assert result.item["direction"] == direction and result.item["neuron"] == 5
-        assert result.record["schedule"]["inject_until"] == 0.3  # the authors' single neuron-cf schedule
+        assert sign * (result.summary["phi_after"] - start) >= 0.01, (direction, result.summary, start)
+        assert result.metrics["direction"] == direction and result.metrics["neuron"] == 5
+        assert result.metrics["schedule"]["inject_until"] == 0.3  # the authors' single neuron-cf schedule
     with pytest.raises(DiginError, match="out of range"):
         ncf.explain(fox(), neuron=clf.num_features)
 
@@ -121,10 +116,10 @@ def test_npca_maximise_raises_the_component_and_saves_its_strip(tiny_sd, clf, se
     with torch.no_grad():
         feats = clf.features(images)
     comps = npca(feats, clf.head()[0][k])
-    method = NPCA(tiny_sd, clf, segmenter, components=comps, class_="goldfish",
-                  settings=FeatureEditSettings(w_vae=0, w_px=0, **FAST), optim=OptimSettings(steps=3, lr=0.05))
+    method = digin.NPCA(tiny_sd, clf, segmenter, components=comps, class_="goldfish",
+                  settings=digin.FeatureEditSettings(w_vae=0, w_px=0, **FAST), optim=OptimSettings(steps=3, lr=0.05))
     result = method.maximise(fox(), component=1)
-    assert result.metrics["alpha_after"] > result.iterates[0].metrics["phi"], result.metrics
+    assert result.summary["alpha_after"] > result.iterates[0].metrics["phi"], result.summary
     folder = result.save(tmp_path / "boat")
     assert (folder / "npca.png").is_file() and (folder / "counterfactual.png").is_file()
     assert json.loads((folder / "metrics.json").read_text())["component"] == 1
@@ -148,7 +143,7 @@ def test_one_vce_item_through_the_api_equals_the_cli(tiny_sd, clf, segmenter, im
     job = item.parent.parent
     seed = item_seed(0, item.relative_to(job).as_posix())  # what run_items seeds the item with
 
-    cf = Counterfactuals(tiny_sd, clf, segmenter, optim=OptimSettings(steps=steps, lr=lr, checkpointing=True),
+    cf = digin.Counterfactuals(tiny_sd, clf, segmenter, optim=OptimSettings(steps=steps, lr=lr, checkpointing=True),
                          cutouts=Cutouts(num=views))
     result = cf.explain(image_file, target="goldfish", seed=seed)
     folder = result.save(tmp_path / "api")

@@ -97,7 +97,8 @@ def _check_preprocessing(input_size, mean, std, interpolation) -> None:
 class TorchModuleClassifier(Classifier):
     """Any ``nn.Module`` mapping normalised ``(B,3,H,W)`` images to ``(B, num_classes)`` logits.
 
-    ``model`` is a Hydra node (``_target_`` + keyword arguments) that builds the network; ``checkpoint`` a state dict
+    ``model`` is a Hydra node (``_target_`` + keyword arguments) that builds the network, or the network itself
+    (``digin.wrap_classifier``); ``checkpoint`` a state dict
     file loaded strictly (``weights_only`` unless ``trusted_checkpoint``); ``class_names`` a list, a names file, a
     JSON list / mapping, or ``imagenet``. ``features_layer`` names the module whose output, flattened, is
     :meth:`features`; unset, the input of the last child when that is an ``nn.Linear``, else of the last
@@ -106,7 +107,7 @@ class TorchModuleClassifier(Classifier):
 
     def __init__(
         self,
-        model: Mapping,
+        model: Mapping | nn.Module,
         class_names: str | Sequence[str] | Mapping,
         input_size: int | Sequence[int],
         mean: Sequence[float],
@@ -118,8 +119,8 @@ class TorchModuleClassifier(Classifier):
     ) -> None:
         _check_preprocessing(input_size, mean, std, interpolation)
         names = load_class_names(class_names)
-        self.target = str(model.get("_target_")) if isinstance(model, Mapping) else repr(model)
-        net = build_module(model)
+        self.target = str(model.get("_target_")) if isinstance(model, Mapping) else type(model).__qualname__
+        net = model if isinstance(model, nn.Module) else build_module(model)  # a module: digin.wrap_classifier
         if checkpoint is not None:
             load_into(net, checkpoint, trusted=trusted_checkpoint,
                       fix="check that classifier.model (its _target_ and arguments) builds the checkpoint's network")

@@ -133,3 +133,9 @@ def latent_mask(px_mask: torch.Tensor, latent_hw: tuple[int, int] | Sequence[int
 
 
 __all__ = ["DEFAULT_OPS", "erode", "dilate", "blur", "parse_op", "postprocess", "latent_mask"]
+
+
+def overlay(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The image dimmed outside the mask and tinted red inside it (mask_overlay.png of every masked item)."""
+    red = torch.tensor([1.0, 0.2, 0.2], device=image.device).view(1, 3, 1, 1)
+    return (image * (0.35 + 0.65 * mask) * (1 - 0.35 * mask) + 0.35 * mask * red).clamp(0, 1)

@@ -15,32 +15,25 @@ ones in ``neuron.png``: the baseline the paper compares against.
 from __future__ import annotations
 
 import csv
-import re
 from pathlib import Path
 
-import torch
 from PIL import Image
 
+from digin_cli.api.neurons import OBJECT_SEED_BASE, NeuronVisualiser, object_scores
 from digin_cli.context import RunContext
-from digin_cli.counterfactual import generated_object, pin_region
 from digin_cli.data import load_inputs
-from digin_cli.device import peak_memory_mb
 from digin_cli.errors import DiginError
 from digin_cli.features import classifier_key, top_activating_in_folders
-from digin_cli.generation.sampler import SamplerHooks
-from digin_cli.objectives import FeatureActivation
-from digin_cli.optimize import DiginOptimizer
 from digin_cli.segmentation import build_segmenter
-from digin_cli.tasks.common import finish, run_items, save_optimisation
+from digin_cli.tasks.common import finish, run_items, save_result
 from digin_cli.tasks.common.inputs import crop_fraction
 from digin_cli.tasks.common.neurons import (check_feature, directions, feature_cache, folder_files, neuron_targets,
                                             object_lister)
-from digin_cli.tasks.common.object_words import caption_name, mask_words
-from digin_cli.tasks.common.real_images import overlay, require_imagenet_train
+from digin_cli.captioning.object_words import caption_name, mask_words
+from digin_cli.tasks.common.real_images import require_imagenet_train
 
 KEY_IMAGES = ["*neuron_*/neuron.png", "*neuron_*/*/seed_*/best.png"]
 ITEM_KEYS = ["neurons", "pairs", "top_features_of", "top_k", "direction", "seeds"]  # only choose items (resume)
-OBJECT_SEED_BASE = 1_000_000  # object scores use seeds 10^6, 10^6 + 1, ...: disjoint from the optimisation seeds
 
 
 def objects_of(task) -> list[str]:
@@ -125,9 +118,9 @@ def run(ctx: RunContext) -> dict:
     folder_of = (lambda n, label: ctx.writer.item_dir(f"class_{label}_neuron_{n}")) if pair_mode else \
         (lambda n, label: ctx.writer.item_dir(f"neuron_{n}"))
     sd, sampler = ctx.generator, ctx.sampler()
-    settings = ctx.optim_settings()
-    null, cutouts = sd.null_embedding(), ctx.cutouts()
     segmenter = build_segmenter(ctx.cfg.segmentation, ctx.device) if keep else None
+    method = NeuronVisualiser(sd, f, ctx.optim_settings(), ctx.cutouts(), segmenter, str(task.prompt_template),
+                              int(task.object_samples), float(task.keep_until), float(task.mask_steps), sampler)
     chosen: dict[tuple[int, int | None, int], str] = {}
 
     def candidates(n: int, folder: Path) -> list[str]:
@@ -144,20 +137,10 @@ def run(ctx: RunContext) -> dict:
         if path.is_file():  # a resumed run keeps the earlier choice
             with path.open(newline="", encoding="utf-8") as fh:
                 return {row["object"]: float(row["mean_phi"]) for row in csv.DictReader(fh)}
-        means, rows = {}, []
-        # The authors' 8 samples per object, from seeds no optimisation uses: the score is not the start image's.
-        z = torch.cat([sd.initial_latent(s) for s in scoring])
-        for obj in candidates(n, folder):
-            prompt = task.prompt_template.format(obj)
-            with torch.no_grad():
-                cond = sd.encode_prompt(prompt).expand(len(z), -1, -1)
-                images = sampler.decode(sampler.sample(z, cond, null.expand(len(z), -1, -1)).latents)
-                phis = f.features(images)[:, n]
-            means[obj] = phis.mean().item()
-            rows.append({"object": obj, "prompt": prompt, "mean_phi": means[obj],
-                         **{f"phi_seed_{s}": v for s, v in zip(scoring, phis.tolist())}})
+        rows = object_scores(sd, sampler, f, n, candidates(n, folder), str(task.prompt_template),
+                             int(task.object_samples))
         ctx.writer.write_summary(rows, str(path.relative_to(ctx.writer.root)))
-        return means
+        return {row["object"]: row["mean_phi"] for row in rows}
 
     def prompt_for(n: int, label: int | None, sign: int) -> tuple[str, str | None]:
         """The starting prompt and the words naming its object (for keep_object)."""
@@ -174,34 +157,12 @@ def run(ctx: RunContext) -> dict:
         return task.prompt_template.format(name), mask_words(name, override)
 
     def work(item_dir, item):
-        n, label, sign = item["neuron"], item["class_index"], item["sign"]
-        prompt, words = prompt_for(n, label, sign)
-        objective = FeatureActivation(f, n, sign, cutouts, report_class=label)
-        z_T, hooks = sd.initial_latent(item["seed"]), None
-        if keep:
-            if not words or not re.search(rf"(?<!\w){re.escape(words)}(?!\w)", prompt, re.IGNORECASE):
-                raise DiginError(f"task.mask_words '{words}' does not occur in the prompt '{prompt}' — pass words "
-                                 "of the prompt naming the object")
-            obj = generated_object(sd, sampler, segmenter, z_T, prompt, null, words, float(task.mask_steps))
-            hooks = SamplerHooks(before_step=pin_region(obj.latent_mask, obj.trajectory, float(task.keep_until),
-                                                        sampler.num_steps))
-            ctx.writer.save_image(item_dir, "mask_overlay.png", overlay(obj.image.cpu(), obj.px_mask.cpu()))
-        result = DiginOptimizer(sampler, settings, hooks).run(
-            z_T, sd.encode_prompt(prompt), null, objective,
-            description=f"neuron {n} {item['direction']} · seed {item['seed']}")
-        init, best = result.initial.metrics, result.best.metrics
-        with torch.no_grad():
-            predicted = int(f(result.best.image.to(ctx.device)).argmax())
-        summary = {"prompt": prompt, "phi_init": init["phi"], "phi_best": best["phi"],
-                   "p_class_init": init.get("p_class"), "p_class_best": best.get("p_class"),
-                   "predicted": f.class_names[predicted], "best_iterate": result.best_index,
-                   "seconds": round(result.seconds, 2), "peak_memory_mb": round(peak_memory_mb(ctx.device), 1)}
-        if keep:
-            summary |= {"mask_words": words, "mask_coverage": obj.px_mask.mean().item()}
-        caption = (lambda m: f"phi {m['phi']:.3g}" + (f" p {m['p_class']:.2g}" if "p_class" in m else ""))
-        save_optimisation(ctx, item_dir, result, caption,
-                          {k: v for k, v in item.items() if k != "sign"} | {"prompt": prompt, "summary": summary})
-        return summary | ({"error": result.error} if result.error else {})
+        n, label = item["neuron"], item["class_index"]
+        prompt, words = prompt_for(n, label, item["sign"])
+        result = method.visualise(n, item["direction"], prompt, seed=item["seed"], report_class=label,
+                                  keep_words=words if keep else None, rng=ctx.rng)
+        save_result(ctx, item_dir, result)
+        return result.summary | ({"error": result.error} if result.error else {})
 
     items = [(folder_of(n, label) / name / f"seed_{s}",
               {"neuron": n, "class": f.class_names[label] if label is not None else "", "class_index": label,

@@ -2,11 +2,11 @@
 
 Per (image, neuron, direction): caption the image with its start class (``task.start=auto``: the image's label
 when it has one, as the authors, else the prediction), take the object's mask from the attention of the class's
-head noun (:mod:`digin_cli.tasks.common.object_words`, or ``task.mask_words``), invert it (shared with vce's cache), and
+head noun (:mod:`digin_cli.captioning.object_words`, or ``task.mask_words``), invert it (shared with vce's cache), and
 optimise ∓φ_n plus the foreground-aware distance *without inverting the mask* (the object is held, the background
 may change to add or remove the feature), with identical prompts and the authors' settings: attention injection and
 foreground blend for the first 30 % of the steps, no cutouts. The method is
-:class:`digin_cli.methods.NeuronCounterfactuals` (also the Python API); this file says which images and neurons, and draws the
+:class:`digin_cli.api.NeuronCounterfactuals` (also the Python API); this file says which images and neurons, and draws the
 Fig. 10 strip: test image, maximised, minimised, each with φ_n and the confidence in the associated class.
 """
 
@@ -17,12 +17,12 @@ import torch
 from digin_cli.classifiers import resolve_class
 from digin_cli.context import RunContext
 from digin_cli.errors import DiginError
-from digin_cli.methods import NeuronCounterfactuals
+from digin_cli.api.feature_edits import NeuronCounterfactuals
 from digin_cli.tasks.common import finish, run_items
 from digin_cli.tasks.common.neurons import check_feature, directions, neuron_targets
-from digin_cli.tasks.common.object_words import caption_name, mask_words
-from digin_cli.tasks.common.real_images import (before_after_strip, real_image_method, require_editing,
-                                                require_imagenet_val, save_edit, select_images, start_class,
+from digin_cli.captioning.object_words import caption_name, mask_words
+from digin_cli.tasks.common.real_images import (real_image_method, require_editing,
+                                                require_imagenet_val, save_edit, select_images, start_class, strip,
                                                 task_cutouts)
 
 KEY_IMAGES = ["*/neuron_*/neuron_cf.png", "*/neuron_*/*/counterfactual.png"]
@@ -71,7 +71,7 @@ def run(ctx: RunContext) -> dict:
     for image, n, cls in dict.fromkeys((image, n, cls) for image, _, n, cls, _, _ in plan):
         folder = ctx.writer.item_dir(image.name, f"neuron_{n}")
         edits = [(f"{'maximise' if name == 'max' else 'minimise'} {n}", folder / name) for name, _ in signs]
-        before_after_strip(ctx, folder, "neuron_cf.png", edits[0][1], edits,
+        strip(ctx, folder, "neuron_cf.png", edits[0][1], edits,
                            f"neuron {n} (conf. class {f.class_names[cls]}) · {image.name}")
     return finish(ctx, rows, "neuron counterfactuals",
                   ["image", "neuron", "class", "direction", "status", "phi_before", "phi_after", "p_class_before",

@@ -5,7 +5,7 @@ contributions W[k] ⊙ φ(x) over the class's images, ordered by variance and nu
 Fig. 11's "comp. 1" is ``task.component=1``; value α_l(x) = ⟨c(x) − μ_k, v_l⟩ · ⟨v_l, 1⟩). They come from
 ``paths.imagenet_train`` / ``task.component_images``, or from ``task.component_file``, and belong to the classifier
 they were computed for. Each start image is then edited as a neuron counterfactual
-(:class:`digin_cli.methods.NPCA`, also the Python API) along the feature-space direction of α_l,
+(:class:`digin_cli.api.NPCA`, also the Python API) along the feature-space direction of α_l,
 keeping the image's own object. If the prediction turns to k while the object stays, the component is a harmful
 spurious feature. Reported: prediction, p(k) and α before and after.
 """
@@ -20,10 +20,10 @@ from digin_cli.classifiers import resolve_class
 from digin_cli.context import RunContext
 from digin_cli.errors import DiginError
 from digin_cli.features import NPCA, npca
-from digin_cli.methods import NPCA as NPCAMethod
+from digin_cli.api.feature_edits import NPCA as NPCAMethod
 from digin_cli.tasks.common import finish, run_items
 from digin_cli.tasks.common.neurons import class_files, features_of, folder_files
-from digin_cli.tasks.common.object_words import caption_name, mask_words
+from digin_cli.captioning.object_words import caption_name, mask_words
 from digin_cli.tasks.common.real_images import (real_image_method, require_editing, require_imagenet_train,
                                                 require_imagenet_val, save_edit, select_images, start_class,
                                                 task_cutouts)

@@ -3,7 +3,7 @@
 Per (image, target class): caption the image ("an image of a <start class> ..."), invert it, swap the start-class
 words for the target's, and optimise z_T and per-step deltas to minimise the foreground-aware distance to the
 original minus log p_f(target) (:class:`digin_cli.objectives.Counterfactual`). The method is
-:class:`digin_cli.methods.Counterfactuals` (also the Python API); this file states which images, which start and
+:class:`digin_cli.api.Counterfactuals` (also the Python API); this file states which images, which start and
 target classes, and writes each result and the run's summary.
 """
 
@@ -20,7 +20,7 @@ from digin_cli.context import RunContext
 from digin_cli.data import InputImage
 from digin_cli.data.authors import IMAGENET_CLASSES, uvce_image_list, wordnet_cluster
 from digin_cli.errors import DiginError
-from digin_cli.methods import Counterfactuals
+from digin_cli.api.counterfactuals import Counterfactuals
 from digin_cli.tasks.common import finish, require_invertible_sampler, run_items
 from digin_cli.tasks.common.real_images import (real_image_method, require_imagenet_val, save_edit, select_images,
                                                 start_class)

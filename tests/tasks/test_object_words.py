@@ -10,7 +10,7 @@ import torch
 
 from digin_cli.classifiers.classnames import imagenet_class_names
 from digin_cli.errors import DiginError
-from digin_cli.tasks.common.object_words import caption_name, mask_words
+from digin_cli.captioning.object_words import caption_name, mask_words
 from digin_cli.tasks.common.real_images import start_class
 
 

@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from digin_cli.api.results import OptimisationResult
 from digin_cli.configs import config_hash
 from digin_cli.context import RunContext
 from digin_cli.device import (
@@ -26,7 +27,6 @@ from digin_cli.io import report
 from digin_cli.io.atomic import atomic_write_text
 from digin_cli.io.progress import print_table, track
 from digin_cli.io.writer import Writer
-from digin_cli.methods.results import write_optimisation
 from digin_cli.optimize import OptimResult
 from digin_cli.task_registry import item_keys, key_images
 from digin_cli.tasks.common.inputs import skipped_rows
@@ -133,16 +133,17 @@ def _read_metrics(item_dir: Path) -> dict | None:
 
 def save_optimisation(ctx: RunContext, item_dir: Path, result: OptimResult, caption: Callable[[dict], str],
                       metrics: dict, best_name: str = "best.png") -> None:
-    """Write init.png, the selected iterate (``best_name``), the captioned iterate strip and (last, marking the item
-    done) metrics.json (:func:`digin_cli.methods.results.write_optimisation`), and log the images."""
-    write_optimisation(ctx.writer, item_dir, result, caption, metrics, best_name, peak_memory_mb(ctx.device))
-    log_images(ctx, item_dir, result)
+    """Write init.png, the selected iterate (``best_name``: real-image tasks call it counterfactual.png, once), the
+    captioned iterate strip and (last, marking the item done) metrics.json."""
+    save_result(ctx, item_dir, OptimisationResult(result, metrics, caption, best_name, peak_memory_mb(ctx.device)))
 
 
-def log_images(ctx: RunContext, item_dir: Path, result: OptimResult) -> None:
-    """The item's selected and initial iterates to the tracker (W&B)."""
-    ctx.tracker.log_images({f"{item_dir.relative_to(ctx.output_dir)}/best": result.best.image,
-                            f"{item_dir.relative_to(ctx.output_dir)}/init": result.initial.image})
+def save_result(ctx: RunContext, item_dir: Path, result: OptimisationResult) -> None:
+    """A method's result into the item's folder (:meth:`OptimisationResult.save`, through the run's writer, which
+    stamps the config hash), its start and selected images to W&B."""
+    key = item_dir.relative_to(ctx.output_dir)
+    ctx.tracker.log_images({f"{key}/best": result.image, f"{key}/init": result.initial_image})
+    result.save(item_dir, ctx.writer)
 
 
 def finish(ctx: RunContext, rows: list[dict], title: str, columns: list[str] | None = None) -> dict:

@@ -1,5 +1,5 @@
 """Real images in tasks (vce, neuron_cf, npca): which images, their start class, the run's editor and method
-(:mod:`digin_cli.methods` computes, :func:`save_edit` writes), and the before/after strips."""
+(:mod:`digin_cli.api` computes, :func:`save_edit` writes), and the before/after strips."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from digin_cli.context import RunContext
 from digin_cli.data import InputImage, load_inputs
 from digin_cli.data.images import imagenet_indices_of_classes
 from digin_cli.errors import DiginError
-from digin_cli.methods import EditResult, Preparer
-from digin_cli.methods.results import before_after_strip as strip
-from digin_cli.methods.results import distances, overlay  # noqa: F401  (tasks read them from here)
-from digin_cli.tasks.common import log_images, require_invertible_sampler
+from digin_cli.api.edits import EditResult, before_after_strip
+from digin_cli.api.real_images import Preparer
+from digin_cli.segmentation.postprocess import overlay  # noqa: F401  (vce, neuron, spurious)
+from digin_cli.tasks.common import require_invertible_sampler, save_result
 from digin_cli.tasks.common.inputs import crop_fraction, skip_unreadable
 
 
@@ -108,7 +108,7 @@ def task_cutouts(ctx: RunContext):
 
 def image_preparer(ctx: RunContext, editor, captioner=None) -> Preparer:
     """``prepare(image, start_name, words=None)``: caption + inversion + masks of an image, computed once and shared
-    by all of the image's items (:class:`digin_cli.methods.Preparer`); ``captioner`` default: the run's."""
+    by all of the image's items (:class:`digin_cli.api.real_images.Preparer`); ``captioner`` default: the run's."""
     if captioner is None:
         from digin_cli.captioning import build_captioner
 
@@ -125,15 +125,13 @@ def real_image_method(ctx: RunContext, cls, f: Classifier, cutouts, captioner=No
 
 
 def save_edit(ctx: RunContext, item_dir: Path, result: EditResult, error: bool = False) -> dict:
-    """Write an edit's item folder (what ``result.save`` writes, with the run's config-hash stamp) and log its images;
-    returns the item's summary row (with the optimisation's ``error``, if any, when ``error``)."""
-    result.save(item_dir, ctx.writer)
-    log_images(ctx, item_dir, result.optimisation)
-    failed = error and result.optimisation.error
-    return result.metrics | ({"error": result.optimisation.error} if failed else {})
+    """Write an edit's item folder (``result.save`` through the run's writer, which stamps the config hash) and log
+    its images; returns the item's summary row (with the optimisation's ``error``, if any, when ``error``)."""
+    save_result(ctx, item_dir, result)
+    return result.summary | ({"error": result.error} if error and result.error else {})
 
 
-def before_after_strip(ctx: RunContext, folder: Path, name: str, original_dir: Path | None,
-                       edited: list[tuple[str, Path]], title: str, value: str = "phi") -> None:
-    """A Fig. 10/11-style strip over finished items (:func:`digin_cli.methods.results.before_after_strip`)."""
-    strip(ctx.writer, folder, name, original_dir, edited, title, value)
+def strip(ctx: RunContext, folder: Path, name: str, original_dir: Path | None, edited: list[tuple[str, Path]],
+          title: str, value: str = "phi") -> None:
+    """A Fig. 10/11-style strip over finished items (:func:`digin_cli.api.edits.before_after_strip`)."""
+    before_after_strip(ctx.writer, folder, name, original_dir, edited, title, value)

@@ -6,7 +6,7 @@ optimise z_T and per-step deltas to minimise the foreground-aware distance to th
 
     cf = Counterfactuals(gen, clf, segmenter)
     result = cf.explain("fox.png", target="goldfish")
-    result.metrics["p_target_after"], result.image, result.save("out/fox")
+    result.summary["p_target_after"], result.image, result.mask; result.save("out/fox")
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import torch
 from digin_cli.classifiers import readable
 from digin_cli.data import InputImage
 from digin_cli.errors import DiginError
-from digin_cli.methods.real_image import EditSettings, RealImageMethod
-from digin_cli.methods.results import EditResult, distances
+from digin_cli.api.real_images import EditSettings, RealImageMethod
+from digin_cli.api.edits import EditResult, distances, edit_result
 from digin_cli.objectives import Counterfactual, ForegroundAwareDistance
 
 
@@ -73,7 +73,7 @@ class Counterfactuals(RealImageMethod):
         record = {"caption": prep.source_prompt, "target_prompt": target_prompt, "crop_fraction": s.crop_fraction,
                   "schedule": schedule.as_dict(), "reconstruction_error": inv.reconstruction_error, "mask": mask,
                   "attention_maps": prep.attention_info}
-        return EditResult(original, prep.reconstruction.detach().cpu(), prep.px_mask.detach().cpu(), result, summary,
-                          record, lambda m: f"p {m['p_target']:.3g} d {m['distance']:.3g}",
-                          attention=prep.attention.detach().cpu(), peak_memory_mb=self.peak_memory(),
-                          item={"image": image.name, "start": start_name, "target": target_name})
+        item = {"image": image.name, "start": start_name, "target": target_name}
+        return edit_result(prep, result, {**item, **record, "summary": summary},
+                           lambda m: f"p {m['p_target']:.3g} d {m['distance']:.3g}", self.peak_memory(),
+                           attention=True)

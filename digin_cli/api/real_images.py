@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from digin_cli.api.common import default_sampler
 from digin_cli.augment import Cutouts
 from digin_cli.captioning import Captioner, TemplateCaptioner
 from digin_cli.classifiers import Classifier, resolve_class
@@ -119,16 +120,13 @@ class Preparer:
         return self.memo["value"]
 
 
-def _sampler(gen) -> DDIMSampler:
-    if isinstance(gen, DDIMSampler):
-        sampler = gen
-    else:
-        sd = getattr(gen, "sd", gen)  # a loaded generator, or the StableDiffusion itself
-        sampler = getattr(gen, "sampler", None) or DDIMSampler(sd)
-    if type(sampler) is not DDIMSampler:  # LCM's noisy steps have no inverse
-        raise DiginError("real images are inverted with the deterministic DDIM sampler, not "
-                         f"{type(sampler).__name__} — load the generator with sampler='ddim' (no LCM LoRA)")
-    return sampler
+def _sampler(gen, optim: OptimSettings) -> DDIMSampler:
+    """DDIM over ``gen`` (checkpointed unless ``optim.checkpointing`` is False, as the CLI); LCM's noisy steps have no
+    inverse."""
+    if getattr(gen, "sampler_name", "ddim") != "ddim":
+        raise DiginError(f"real images are inverted with the deterministic DDIM sampler, not "
+                         f"{gen.sampler_name} — load the generator with sampler='ddim' (no LCM LoRA)")
+    return default_sampler(gen, optim)
 
 
 class RealImageMethod:
@@ -143,7 +141,8 @@ class RealImageMethod:
                  settings: EditSettings | None = None, optim: OptimSettings | None = None,
                  cutouts: Cutouts | None = None):
         settings = settings if settings is not None else self.settings_type()
-        sampler = _sampler(gen)
+        optim = optim if optim is not None else OptimSettings()
+        sampler = _sampler(gen, optim)
         segmenter = segmenter if segmenter is not None else NoSegmenter(device=sampler.sd.device)
         if captioner is None:
             print("digin: warning: no captioner — the caption is only the template (\"an image of a <class>\"), an "
@@ -152,8 +151,7 @@ class RealImageMethod:
         editor = RealImageEditor(sampler.sd, sampler, segmenter, _MemoryCache(), sd_key="api",
                                  inner_steps=settings.inner_steps, early_stop=settings.early_stop,
                                  mask_steps=settings.mask_steps, max_injection=max(settings.injections))
-        self._init(clf, Preparer(editor, captioner or TemplateCaptioner()), settings, optim or OptimSettings(),
-                   cutouts, own_rng=True)
+        self._init(clf, Preparer(editor, captioner or TemplateCaptioner()), settings, optim, cutouts, own_rng=True)
 
     @classmethod
     def from_parts(cls, clf: Classifier, preparer: Preparer, settings: EditSettings, optim: OptimSettings,

@@ -22,9 +22,9 @@ from digin_cli import features
 from digin_cli.counterfactual import PreparedImage
 from digin_cli.data import InputImage
 from digin_cli.errors import DiginError
-from digin_cli.tasks.common.object_words import caption_name, mask_words
-from digin_cli.methods.real_image import EditSettings, RealImageMethod
-from digin_cli.methods.results import EditResult, distances
+from digin_cli.captioning.object_words import caption_name, mask_words
+from digin_cli.api.real_images import EditSettings, RealImageMethod
+from digin_cli.api.edits import EditResult, distances, edit_result
 from digin_cli.objectives import FeatureActivation, ForegroundAwareDistance, NeuronCounterfactual
 
 DIRECTIONS = {"max": +1, "min": -1}
@@ -88,8 +88,7 @@ class FeatureEdits(RealImageMethod):
                   "reconstruction_error": inv.reconstruction_error}
         caption = (lambda m: f"phi {m['phi']:.3g}" + (f" p {m['p_class']:.2g}" if "p_class" in m else "")
                    + f"\nd {m['distance']:.3g}")
-        return EditResult(original, prep.reconstruction.detach().cpu(), prep.px_mask.detach().cpu(), result, summary,
-                          record, caption, peak_memory_mb=peak, item=item)
+        return edit_result(prep, result, {**item, **record, "summary": summary}, caption, peak)
 
 
 class NeuronCounterfactuals(FeatureEdits):
