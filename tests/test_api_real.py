@@ -25,7 +25,7 @@ import digin_cli as digin
 from digin_cli.api.real_images import as_input
 from digin_cli.optimize import OptimSettings
 
-VCE_FILES = {"original.png", "reconstruction.png", "mask_overlay.png", "attention.png", "init.png",
+VCE_FILES = {"original.png", "reconstruction.png", "mask_overlay.png", "mask.png", "attention.png", "init.png",
              "counterfactual.png", "iterates.png", "metrics.json"}
 FAST = dict(inner_steps=2)  # a shorter null-text inversion: the API tests measure the edit, not the inversion
 
@@ -97,8 +97,8 @@ def test_counterfactual_refuses_its_start_class_in_one_line(tiny_sd, clf, segmen
 
 def test_neuron_counterfactual_moves_the_neuron_both_ways(tiny_sd, clf, segmenter):
     # Without the distance term the loss is -/+phi alone (as tests/tasks/test_neuron_cf.py).
-    ncf = digin.NeuronCounterfactuals(tiny_sd, clf, segmenter, settings=digin.FeatureEditSettings(w_vae=0, w_px=0, **FAST),
-                                optim=OptimSettings(steps=3, lr=0.05))
+    settings = digin.FeatureEditSettings(w_vae=0, w_px=0, **FAST)
+    ncf = digin.NeuronCounterfactuals(tiny_sd, clf, segmenter, settings=settings, optim=OptimSettings(steps=3, lr=0.05))
     for direction, sign in (("max", 1), ("min", -1)):
         result = ncf.explain(fox(), neuron=5, direction=direction)
         start = result.iterates[0].metrics["phi"]

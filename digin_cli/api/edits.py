@@ -1,9 +1,9 @@
 """What the real-image methods return: an edit of a real image in memory, written only by ``result.save``.
 
 An :class:`EditResult` is an :class:`~digin_cli.api.results.OptimisationResult` with the edited image's original,
-reconstruction and object mask: ``save`` writes original.png, reconstruction.png, mask_overlay.png (attention.png for
-counterfactuals), init.png, counterfactual.png, iterates.png and metrics.json, the files of a CLI item folder (the
-tasks call the same ``save`` with their run's writer).
+reconstruction and object mask: ``save`` writes original.png, reconstruction.png, mask_overlay.png, mask.png
+(attention.png for counterfactuals), init.png, counterfactual.png, iterates.png and metrics.json, the files of a CLI
+item folder (the tasks call the same ``save`` with their run's writer).
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ def edit_result(prep, optimisation, metrics: dict, caption, peak_memory_mb: floa
     its original, reconstruction and mask beside the optimisation; ``attention``: also write attention.png."""
     original, mask = prep.inversion.original.detach().cpu(), prep.px_mask.detach().cpu()
     images = {"original.png": original, "reconstruction.png": prep.reconstruction.detach().cpu(),
-              "mask_overlay.png": overlay(original, mask)}
+              "mask_overlay.png": overlay(original, mask),
+              "mask.png": mask[0]}  # grey, 1 = object: digin evaluate's regions
     if attention:
         images["attention.png"] = prep.attention.detach().cpu().expand(3, -1, -1)
     return EditResult(optimisation, metrics, caption, "counterfactual.png", peak_memory_mb, images,

@@ -6,8 +6,8 @@ head noun (:mod:`digin_cli.captioning.object_words`, or ``task.mask_words``), in
 optimise ∓φ_n plus the foreground-aware distance *without inverting the mask* (the object is held, the background
 may change to add or remove the feature), with identical prompts and the authors' settings: attention injection and
 foreground blend for the first 30 % of the steps, no cutouts. The method is
-:class:`digin_cli.api.NeuronCounterfactuals` (also the Python API); this file says which images and neurons, and draws the
-Fig. 10 strip: test image, maximised, minimised, each with φ_n and the confidence in the associated class.
+:class:`digin_cli.api.NeuronCounterfactuals` (also the Python API); this file says which images and neurons, and
+draws the Fig. 10 strip: test image, maximised, minimised, each with φ_n and the confidence in the associated class.
 """
 
 from __future__ import annotations
