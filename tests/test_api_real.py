@@ -66,8 +66,8 @@ def test_an_image_is_read_alike_from_a_path_a_pil_image_and_a_tensor(image_file)
 def test_counterfactual_raises_the_target_keeps_the_segmenters_mask_and_writes_only_on_save(
         tiny_sd, clf, segmenter, image_file, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cf = digin.Counterfactuals(tiny_sd, clf, segmenter, settings=digin.CounterfactualSettings(**FAST),
-                         optim=OptimSettings(steps=4, lr=0.05), cutouts=Cutouts(num=4))
+    cf = digin.Counterfactuals(tiny_sd, clf, segmenter, edit=digin.CounterfactualSettings(**FAST),
+                               settings=OptimSettings(steps=4, lr=0.05), cutouts=Cutouts(num=4))
     result = cf.explain(fox(), target="goldfish")
     assert not any(tmp_path.iterdir()), "the method wrote files before save()"
     its = result.iterates
@@ -89,7 +89,7 @@ def test_counterfactual_raises_the_target_keeps_the_segmenters_mask_and_writes_o
 
 
 def test_counterfactual_refuses_its_start_class_in_one_line(tiny_sd, clf, segmenter):
-    cf = digin.Counterfactuals(tiny_sd, clf, segmenter, optim=OptimSettings(steps=0))
+    cf = digin.Counterfactuals(tiny_sd, clf, segmenter, settings=OptimSettings(steps=0))
     start = int(clf(as_input(fox(), 64).image).argmax())
     with pytest.raises(DiginError, match="equals the start class"):
         cf.explain(fox(), target=start)
@@ -97,8 +97,8 @@ def test_counterfactual_refuses_its_start_class_in_one_line(tiny_sd, clf, segmen
 
 def test_neuron_counterfactual_moves_the_neuron_both_ways(tiny_sd, clf, segmenter):
     # Without the distance term the loss is -/+phi alone (as tests/tasks/test_neuron_cf.py).
-    settings = digin.FeatureEditSettings(w_vae=0, w_px=0, **FAST)
-    ncf = digin.NeuronCounterfactuals(tiny_sd, clf, segmenter, settings=settings, optim=OptimSettings(steps=3, lr=0.05))
+    edit = digin.FeatureEditSettings(w_vae=0, w_px=0, **FAST)
+    ncf = digin.NeuronCounterfactuals(tiny_sd, clf, segmenter, settings=OptimSettings(steps=3, lr=0.05), edit=edit)
     for direction, sign in (("max", 1), ("min", -1)):
         result = ncf.explain(fox(), neuron=5, direction=direction)
         start = result.iterates[0].metrics["phi"]
@@ -116,8 +116,9 @@ def test_npca_maximise_raises_the_component_and_saves_its_strip(tiny_sd, clf, se
     with torch.no_grad():
         feats = clf.features(images)
     comps = npca(feats, clf.head()[0][k])
+    edit = digin.FeatureEditSettings(w_vae=0, w_px=0, **FAST)
     method = digin.NPCA(tiny_sd, clf, segmenter, components=comps, class_="goldfish",
-                  settings=digin.FeatureEditSettings(w_vae=0, w_px=0, **FAST), optim=OptimSettings(steps=3, lr=0.05))
+                        settings=OptimSettings(steps=3, lr=0.05), edit=edit)
     result = method.maximise(fox(), component=1)
     assert result.summary["alpha_after"] > result.iterates[0].metrics["phi"], result.summary
     folder = result.save(tmp_path / "boat")
@@ -143,8 +144,8 @@ def test_one_vce_item_through_the_api_equals_the_cli(tiny_sd, clf, segmenter, im
     job = item.parent.parent
     seed = item_seed(0, item.relative_to(job).as_posix())  # what run_items seeds the item with
 
-    cf = digin.Counterfactuals(tiny_sd, clf, segmenter, optim=OptimSettings(steps=steps, lr=lr, checkpointing=True),
-                         cutouts=Cutouts(num=views))
+    cf = digin.Counterfactuals(tiny_sd, clf, segmenter, settings=OptimSettings(steps=steps, lr=lr, checkpointing=True),
+                               cutouts=Cutouts(num=views))
     result = cf.explain(image_file, target="goldfish", seed=seed)
     folder = result.save(tmp_path / "api")
     assert {p.name for p in folder.iterdir()} == {p.name for p in item.iterdir()} == VCE_FILES

@@ -30,10 +30,10 @@ class CounterfactualSettings(EditSettings):
 
 
 class Counterfactuals(RealImageMethod):
-    """Visual counterfactuals of real images (DiG-IN Sec. 5): see the module docstring. ``settings``:
+    """Visual counterfactuals of real images (DiG-IN Sec. 5): see the module docstring. ``edit``:
     :class:`CounterfactualSettings`."""
 
-    settings_type = CounterfactualSettings
+    edit_type = CounterfactualSettings
 
     def explain(self, image, target, start=None, seed: int | None = 0) -> EditResult:
         """The counterfactual of ``image`` (a path, PIL image or [0, 1] tensor) toward ``target`` (a class name or
@@ -49,7 +49,7 @@ class Counterfactuals(RealImageMethod):
 
     def edit(self, image: InputImage, start: int, target: int, probs: torch.Tensor) -> EditResult:
         """Edit a read image from class ``start`` toward ``target``; ``probs`` are its class probabilities."""
-        f, s = self.clf, self.settings
+        f, s = self.clf, self.edit_settings
         start_name, target_name = f.class_names[start], f.class_names[target]
         start_words, target_words = readable(start_name), readable(target_name)  # text for captions and prompts
         prep = self.prepare(image, start_words)  # one inversion + mask per image, shared by its targets
@@ -58,7 +58,7 @@ class Counterfactuals(RealImageMethod):
                                            w_vae=s.w_vae, w_px=s.w_px)
         objective = Counterfactual(f, target, distance, self.cutouts, start=start)
         result, schedule, target_prompt = self.editor.edit(
-            prep, target_words, objective, self.optim, injections=tuple(s.injections), blends=tuple(s.blends),
+            prep, target_words, objective, self.settings, injections=tuple(s.injections), blends=tuple(s.blends),
             description=f"{image.name}: {start_name} → {target_name}")
         best = result.best.image
         with torch.no_grad():

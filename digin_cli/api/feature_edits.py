@@ -45,12 +45,12 @@ class FeatureEdits(RealImageMethod):
     """What neuron counterfactuals and NPCA share: the image's start class names the caption, the head noun of its
     name (:mod:`.object_words`) or ``mask_words`` makes the object mask, and :meth:`feature_edit` edits."""
 
-    settings_type = FeatureEditSettings
+    edit_type = FeatureEditSettings
 
-    def _default_cutouts(self, settings):
+    def _default_cutouts(self, edit):
         from digin_cli.augment import Cutouts
 
-        return Cutouts(num=int(settings.cutouts))
+        return Cutouts(num=int(edit.cutouts))
 
     def prepared(self, image: InputImage, start: int, words=None) -> tuple[PreparedImage, str]:
         """The image prepared with its start class's caption name; ``words``: the mask words (a string or
@@ -66,12 +66,12 @@ class FeatureEdits(RealImageMethod):
                      value: str = "phi") -> EditResult:
         """Edit a prepared image along ``activation``; the summary holds the value φ·v (named ``value``: ``phi`` for
         a neuron, ``alpha`` for NPCA), the class confidence before / after, predictions and distances."""
-        f, s, inv = self.clf, self.settings, prep.inversion
+        f, s, inv = self.clf, self.edit_settings, prep.inversion
         distance = ForegroundAwareDistance(inv.original, inv.latent_original, prep.px_mask, prep.latent_mask,
                                            w_vae=s.w_vae, w_px=s.w_px, keep="foreground")
-        result, schedule, prompt = self.editor.edit(prep, None, NeuronCounterfactual(activation, distance), self.optim,
-                                                    injections=tuple(s.injections), blends=tuple(s.blends),
-                                                    description=description, keep="foreground")
+        result, schedule, prompt = self.editor.edit(
+            prep, None, NeuronCounterfactual(activation, distance), self.settings, injections=tuple(s.injections),
+            blends=tuple(s.blends), description=description, keep="foreground")
         best = result.best.image
         with torch.no_grad():
             before = activation.evaluate(inv.original, None)[1]
@@ -131,8 +131,8 @@ class NPCA(FeatureEdits):
         self.components, self.class_ = components, self.class_index(class_)
 
     @classmethod
-    def from_parts(cls, clf, preparer, settings, optim, cutouts, components=None, class_=None):
-        method = super().from_parts(clf, preparer, settings, optim, cutouts)
+    def from_parts(cls, clf, preparer, edit, settings, cutouts, components=None, class_=None):
+        method = super().from_parts(clf, preparer, edit, settings, cutouts)
         method.components, method.class_ = components, class_
         return method
 

@@ -31,7 +31,7 @@ from digin_cli.segmentation import NoSegmenter, Segmenter
 
 @dataclass
 class EditSettings:
-    """The real-image block of ``conf/task/{vce,neuron_cf,npca}.yaml`` (the authors' values)."""
+    """The real-image block of ``conf/task/{vce,neuron_cf,npca}.yaml`` (the authors' values): a method's ``edit=``."""
 
     w_vae: float = 25.0
     """Eq. 4 weight of the distance in VAE latent space (authors' command)."""
@@ -120,59 +120,60 @@ class Preparer:
         return self.memo["value"]
 
 
-def _sampler(gen, optim: OptimSettings) -> DDIMSampler:
-    """DDIM over ``gen`` (checkpointed unless ``optim.checkpointing`` is False, as the CLI); LCM's noisy steps have no
-    inverse."""
+def _sampler(gen, settings: OptimSettings) -> DDIMSampler:
+    """DDIM over ``gen`` (checkpointed unless ``settings.checkpointing`` is False, as the CLI); LCM's noisy steps have
+    no inverse."""
     if getattr(gen, "sampler_name", "ddim") != "ddim":
         raise DiginError(f"real images are inverted with the deterministic DDIM sampler, not "
                          f"{gen.sampler_name} — load the generator with sampler='ddim' (no LCM LoRA)")
-    return default_sampler(gen, optim)
+    return default_sampler(gen, settings)
 
 
 class RealImageMethod:
     """The parts every real-image method holds. ``captioner`` None: the caption is the template "an image of a
     <class>" (the CLI's ``captioner=none`` ablation; the paper captions with BLIP-large, ``captioning.HFCaptioner``).
-    ``segmenter`` None: no mask (Eq. 4 becomes a global distance; an ablation). ``optim``: the ``optimizer`` group's
-    settings (:class:`OptimSettings`), ``cutouts``: its ``augment`` views (:class:`Cutouts`)."""
+    ``segmenter`` None: no mask (Eq. 4 becomes a global distance; an ablation). ``settings``: the ``optimizer``
+    group (:class:`OptimSettings`), ``cutouts``: its ``augment`` views (:class:`Cutouts`), ``edit``: the task's
+    real-image block (:class:`EditSettings`; each method's subclass of it holds its defaults)."""
 
-    settings_type = EditSettings
+    edit_type = EditSettings
 
     def __init__(self, gen, clf: Classifier, segmenter: Segmenter | None = None, captioner: Captioner | None = None,
-                 settings: EditSettings | None = None, optim: OptimSettings | None = None,
-                 cutouts: Cutouts | None = None):
-        settings = settings if settings is not None else self.settings_type()
-        optim = optim if optim is not None else OptimSettings()
-        sampler = _sampler(gen, optim)
+                 settings: OptimSettings | None = None, cutouts: Cutouts | None = None,
+                 edit: EditSettings | None = None):
+        edit = edit if edit is not None else self.edit_type()
+        settings = settings if settings is not None else OptimSettings()
+        sampler = _sampler(gen, settings)
         segmenter = segmenter if segmenter is not None else NoSegmenter(device=sampler.sd.device)
         if captioner is None:
             print("digin: warning: no captioner — the caption is only the template (\"an image of a <class>\"), an "
                   "ablation; the paper inverts a caption of the image (pass a captioning.HFCaptioner)",
                   file=sys.stderr)
         editor = RealImageEditor(sampler.sd, sampler, segmenter, _MemoryCache(), sd_key="api",
-                                 inner_steps=settings.inner_steps, early_stop=settings.early_stop,
-                                 mask_steps=settings.mask_steps, max_injection=max(settings.injections))
-        self._init(clf, Preparer(editor, captioner or TemplateCaptioner()), settings, optim, cutouts, own_rng=True)
+                                 inner_steps=edit.inner_steps, early_stop=edit.early_stop, mask_steps=edit.mask_steps,
+                                 max_injection=max(edit.injections))
+        self.rng = torch.Generator(device=sampler.sd.device)  # reseeded by each verb's seed=
+        template = cutouts if cutouts is not None else self._default_cutouts(edit)
+        self._init(clf, Preparer(editor, captioner or TemplateCaptioner()), edit, settings,
+                   Cutouts(template.num, template.power, template.noise_sd, generator=self.rng))
 
     @classmethod
-    def from_parts(cls, clf: Classifier, preparer: Preparer, settings: EditSettings, optim: OptimSettings,
+    def from_parts(cls, clf: Classifier, preparer: Preparer, edit: EditSettings, settings: OptimSettings,
                    cutouts: Cutouts | None):
-        """The method over a run's editor, caption / inversion cache and cutouts (the CLI tasks)."""
+        """The method over a run's editor, caption / inversion cache and cutouts (the CLI tasks: ``run_items``
+        reseeds the run's generator, which the cutouts draw from, per item)."""
         method = cls.__new__(cls)
-        method._init(clf, preparer, settings, optim, cutouts, own_rng=False)
+        method.rng = None
+        method._init(clf, preparer, edit, settings, cutouts)
         return method
 
-    def _init(self, clf, preparer, settings, optim, cutouts, own_rng: bool):
-        self.clf, self.prepare, self.settings, self.optim = clf, preparer, settings, optim
+    def _init(self, clf, preparer, edit, settings, cutouts):
+        self.clf, self.prepare, self.edit_settings, self.settings = clf, preparer, edit, settings
         self.editor = preparer.editor
         self.device = self.editor.sd.device
-        self.rng = None
-        if own_rng:  # the CLI reseeds its run's generator per item; a Python caller passes seed= to the verb
-            self.rng = torch.Generator(device=self.device)
-            cutouts = cutouts if cutouts is not None else self._default_cutouts(settings)
-            cutouts.generator = self.rng
         self.cutouts = cutouts
 
-    def _default_cutouts(self, settings) -> Cutouts:
+    def _default_cutouts(self, edit) -> Cutouts:
         return Cutouts()  # the optimizer group's augment defaults (16 views)
 
     @property
@@ -181,7 +182,7 @@ class RealImageMethod:
 
     def _read(self, image, seed: int | None) -> tuple[InputImage, torch.Tensor]:
         """The image as the CLI reads it, its class probabilities, and the random state reset from ``seed``."""
-        item = as_input(image, self.editor.sd.resolution, self.settings.crop_fraction)
+        item = as_input(image, self.editor.sd.resolution, self.edit_settings.crop_fraction)
         if seed is not None:
             seed_everything(seed)
             if self.rng is not None:

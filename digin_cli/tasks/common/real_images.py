@@ -120,7 +120,7 @@ def real_image_method(ctx: RunContext, cls, f: Classifier, cutouts, captioner=No
     """config → components → method: the method class ``cls`` over the run's editor (segmenter and inversion cache
     built once), caption cache, optimizer settings and ``cutouts``, with the task's editing settings."""
     editor = real_image_editor(ctx)
-    return cls.from_parts(f, image_preparer(ctx, editor, captioner), cls.settings_type.from_task(ctx.cfg.task),
+    return cls.from_parts(f, image_preparer(ctx, editor, captioner), cls.edit_type.from_task(ctx.cfg.task),
                           ctx.optim_settings(), cutouts, **kwargs)
 
 
