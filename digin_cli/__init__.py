@@ -6,17 +6,18 @@ Python). They are imported on first use, so ``digin --help`` and ``digin report`
 """
 
 from importlib import import_module
+from importlib.util import find_spec
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
     if name == "run_task":
-        from digin_cli.run import run_task
+        from digin_cli.cli import run_task
 
         return run_task
-    if name.startswith("__") or name == "api":  # "api" itself: the import system asks while importing it
-        raise AttributeError(name)
+    if name.startswith("__") or find_spec(f"{__name__}.{name}") is not None:
+        raise AttributeError(name)  # a submodule (from digin_cli import run): the import system imports it
     api = import_module("digin_cli.api")
     try:
         return getattr(api, name)

@@ -130,9 +130,56 @@ def preflight(argv: list[str]) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from digin_cli.run import run
 
-    run(cfg)
+    job = HydraConfig.get()  # the runner itself knows nothing of Hydra: the folders and overrides are handed in
+    run(cfg, job.runtime.output_dir, list(job.overrides.task),
+        sweep_dir=job.sweep.dir if job.mode == RunMode.MULTIRUN else None)
+
+
+def run_task(overrides: list[str] | tuple[str, ...] = (), output_dir: str | os.PathLike | None = None) -> dict:
+    """One ``digin <overrides>`` run from Python: ``digin.run_task(["task=vce", ...], output_dir=...)``.
+
+    The overrides are checked as the command line's (one-line :class:`DiginError`), composed with Hydra's compose
+    API, and the job runs in ``output_dir`` (default: the folder the CLI would choose, ``hydra.run.dir``) with the
+    same files as ``digin``'s run, apart from Hydra's own ``.hydra/`` and ``cli.log``. Returns the job's status;
+    a job that fails or is refused raises :class:`DiginError` naming its status.json. Sweeps (``-m``) stay the CLI's.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf import open_dict
+
+    from digin_cli.run import run
+
+    overrides = [str(o) for o in overrides]
+    if output_dir is not None:
+        overrides.append(f"hydra.run.dir={Path(output_dir).expanduser()}")
+    preflight(overrides)
+    outer = GlobalHydra.instance()
+    saved = outer.hydra if outer.is_initialized() else None  # a caller's own Hydra app keeps its state
+    outer.clear()
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name="digin"):
+            cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    except HydraException as err:
+        raise DiginError(f"{str(err).splitlines()[0]} — run_task takes single runs (no sweeps): key=value") from None
+    finally:
+        GlobalHydra.instance().clear()
+        if saved is not None:
+            GlobalHydra.instance().initialize(saved)
+    folder = Path(str(cfg.hydra.run.dir)).expanduser()
+    with open_dict(cfg):
+        del cfg["hydra"]
+    folder.mkdir(parents=True, exist_ok=True)
+    task_overrides = [o for o in overrides if not o.startswith("hydra.")]
+    status = run(cfg, folder, task_overrides, exit_on_error=False)
+    if status.get("status") not in ("ok",):
+        raise DiginError(str(status.get("error")))  # already "<what> — <fix>"; status.json in the folder keeps it
+    return status
 
 
 def report_main(argv: list[str]) -> None:

@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -34,21 +35,24 @@ def previous_status(output_dir: Path) -> dict | None:
         return None
 
 
-def run(cfg: DictConfig) -> dict:
-    """Run the task of ``cfg`` in Hydra's current output folder and record how it went."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+def run(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = (), sweep_dir: str | Path | None = None,
+        exit_on_error: bool = True) -> dict:
+    """Run the task of ``cfg`` (no ``hydra`` node) in ``output_dir`` and record how it went.
 
-    hydra_cfg = HydraConfig.get()
-    output_dir = Path(hydra_cfg.runtime.output_dir)
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    ``overrides`` are the command line's (for W&B); ``sweep_dir`` is the sweep's folder when the job is one of a
+    multirun (None: a single run). The Hydra entry point (:mod:`digin_cli.cli`) reads these from ``HydraConfig``;
+    :func:`run_task` composes them itself. A failed single run exits with its code unless ``exit_on_error`` is False
+    (then the status says why).
+    """
+    output_dir = Path(output_dir)
+    multirun = sweep_dir is not None
     digest = config_hash(cfg)
     # Same config but for which items run (more classes, seeds, images): the job runs again, finished items are reused.
     items_digest = config_hash(cfg, item=True, item_keys=item_keys(str(cfg.task.name)))
     previous = previous_status(output_dir)
     if previous is not None and previous.get("config_hash") != digest:
         if previous.get("items_hash") != items_digest:
-            return _refuse(output_dir, previous, digest, multirun)
+            return _refuse(output_dir, previous, digest, multirun, exit_on_error)
         previous = None
     if previous and previous.get("status") == "ok":
         print(f"digin: {output_dir} already completed; not running it again", file=sys.stderr)
@@ -68,7 +72,7 @@ def run(cfg: DictConfig) -> dict:
         # Written first: a job killed by SLURM (timeout, preemption, OOM) or SIGKILL leaves 'running' behind, which
         # the sweep summary reports as incomplete.
         atomic_write_json(output_dir / "status.json", status)
-        status.update(_execute(cfg, output_dir, hydra_cfg, job))
+        status.update(_execute(cfg, output_dir, list(overrides), Path(sweep_dir or output_dir), job))
     except DiginError as err:
         status.update(status="failed", error=str(err))
         print(f"digin: error: {err}", file=sys.stderr)
@@ -92,13 +96,13 @@ def run(cfg: DictConfig) -> dict:
                 job.tracker.finish(exit_code=job.exit_code)
             except Exception as err:  # the job's results are written; a W&B hiccup must not turn them into a crash
                 print(f"digin: warning: could not finish the W&B run ({type(err).__name__}: {err})", file=sys.stderr)
-        _write_pages(cfg, output_dir, Path(hydra_cfg.sweep.dir) if multirun else None)
-    if job.exit_code and not multirun:
+        _write_pages(cfg, output_dir, Path(sweep_dir) if multirun else None)
+    if job.exit_code and not multirun and exit_on_error:
         sys.exit(job.exit_code)
     return status
 
 
-def _refuse(output_dir: Path, previous: dict, digest: str, multirun: bool) -> dict:
+def _refuse(output_dir: Path, previous: dict, digest: str, multirun: bool, exit_on_error: bool = True) -> dict:
     """Never resume a folder holding results of another configuration: its items would be returned as if they
     were this config's. Nothing of the folder is changed but a note in status.json that the sweep summary reads."""
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
@@ -106,8 +110,10 @@ def _refuse(output_dir: Path, previous: dict, digest: str, multirun: bool) -> di
                f"{previous.get('config_hash') or 'missing'}, this one {digest}) — pass a new {key}= to keep both, "
                "or delete that folder")
     print(f"digin: error: {message}", file=sys.stderr)
-    if not multirun:
+    if not multirun and exit_on_error:
         sys.exit(2)
+    if not multirun:
+        return {**previous, "status": "refused", "error": message}
     atomic_write_json(output_dir / "status.json", {**previous, "refused": message})
     return {**previous, "status": "refused", "error": message}
 
@@ -130,7 +136,7 @@ class _Job:
     exit_code = 0
 
 
-def _execute(cfg: DictConfig, output_dir: Path, hydra_cfg, job: _Job) -> dict:
+def _execute(cfg: DictConfig, output_dir: Path, overrides: list[str], group_dir: Path, job: _Job) -> dict:
     from digin_cli.context import RunContext
     from digin_cli.io.tracking import Tracker
     from digin_cli.io.writer import Writer
@@ -142,10 +148,9 @@ def _execute(cfg: DictConfig, output_dir: Path, hydra_cfg, job: _Job) -> dict:
     dtype = resolve_dtype(cfg.dtype, device)
     reset_peak_memory(device)
     seed_everything(int(cfg.seed))
-    overrides = list(hydra_cfg.overrides.task)
     job.tracker = tracker = Tracker(
         mode=cfg.logger.mode, project=cfg.logger.project, entity=cfg.logger.entity,
-        group=cfg.logger.group or Path(hydra_cfg.sweep.dir).name, tags=list(cfg.logger.tags),
+        group=cfg.logger.group or group_dir.name, tags=list(cfg.logger.tags),
         name=f"{cfg.task.name}-{output_dir.name}", job_type=cfg.task.name, dir=str(output_dir),
         config={**OmegaConf.to_container(cfg, resolve=True), "overrides": overrides},
         lazy=True)  # started by run_items, once the task has checked its inputs

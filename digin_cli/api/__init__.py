@@ -10,21 +10,26 @@ The method classes sit below the tasks: a CLI task is config -> components -> me
 Nothing here imports a task or the runner. docs/api.md shows every method.
 """
 
-from digin_cli.api.builders import load_classifier, load_generator, load_segmenter, wrap_classifier
-from digin_cli.api.results import OptimisationResult
+from digin_cli.api.builders import (load_classifier, load_generator, load_segmenter, optimizer_settings,
+                                     wrap_classifier)
+from digin_cli.api.results import ExplanationResult, OptimisationResult
 
 # One line per method module (add yours here and to __all__).
-from digin_cli.api.disagreement import Disagreement  # noqa: E402
-from digin_cli.api.neurons import NeuronVisualiser  # noqa: E402
-from digin_cli.api.counterfactuals import Counterfactuals, CounterfactualSettings  # noqa: E402
-from digin_cli.api.feature_edits import NPCA, FeatureEditSettings, NeuronCounterfactuals  # noqa: E402
-from digin_cli.api.edits import EditResult  # noqa: E402
+from digin_cli.api.disagreement import Disagreement
+from digin_cli.api.neurons import NeuronVisualiser
+from digin_cli.api.explanations import PromptExplainer
+from digin_cli.api.spurious import SpuriousFinder
+from digin_cli.api.counterfactuals import Counterfactuals, CounterfactualSettings
+from digin_cli.api.feature_edits import NPCA, FeatureEditSettings, NeuronCounterfactuals
+from digin_cli.api.edits import EditResult
 
 __all__ = [
-    "load_generator", "load_classifier", "wrap_classifier", "load_segmenter",
-    "OptimisationResult",
+    "load_generator", "load_classifier", "wrap_classifier", "load_segmenter", "optimizer_settings",
+    "OptimisationResult", "ExplanationResult",
     "Disagreement",
     "NeuronVisualiser",
+    "PromptExplainer",
+    "SpuriousFinder",
     "Counterfactuals", "CounterfactualSettings", "NeuronCounterfactuals", "NPCA", "FeatureEditSettings",
     "EditResult",
 ]

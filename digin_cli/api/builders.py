@@ -21,7 +21,7 @@ from digin_cli.errors import DiginError, suggest
 
 def preset(group: str, name: str, **overrides: Any) -> DictConfig:
     """The ``conf/<group>/<name>.yaml`` node as the CLI composes it (defaults lists included), with ``overrides``
-    (keys of that node; unknown ones are refused in one line)."""
+    (keys of that node, a dict for a sub-node; unknown ones are refused in one line)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -40,15 +40,15 @@ def preset(group: str, name: str, **overrides: Any) -> DictConfig:
         GlobalHydra.instance().clear()
         if saved is not None:
             GlobalHydra.instance().initialize(saved)
-    node = cfg[group]
     OmegaConf.resolve(cfg)  # interpolations (paths.*) need the whole config
     node = OmegaConf.create(OmegaConf.to_container(cfg[group]))
     unknown = [k for k in overrides if k not in node]
     if unknown:
         raise DiginError(f"{group} '{name}' has no option {', '.join(unknown)} — its options: "
                          f"{', '.join(k for k in node if k != '_target_')}")
-    for key, value in overrides.items():
-        node[key] = value
+    for key, value in overrides.items():  # a dict updates a sub-node (augment={"num": 2}) rather than replace it
+        node[key] = OmegaConf.merge(node[key], value) if isinstance(value, dict) and OmegaConf.is_dict(node[key]) \
+            else value
     return node
 
 
@@ -94,7 +94,10 @@ def load_classifier(name: str, *, device: str | torch.device = "cpu", dtype: tor
     """
     from digin_cli.classifiers import build_classifier
 
-    return build_classifier(preset("classifier", name, **settings), _device(device), dtype, two_stage=two_stage)
+    try:
+        return build_classifier(preset("classifier", name, **settings), _device(device), dtype, two_stage=two_stage)
+    except DiginError as err:  # the loader names command-line keys (classifier.pretrained=): here they are keywords
+        raise DiginError(str(err).replace("classifier.", "")) from None
 
 
 def wrap_classifier(module: torch.nn.Module, class_names: str | Sequence[str], input_size: int | Sequence[int],
@@ -121,6 +124,21 @@ def load_segmenter(name: str = "sam_hq", *, device: str | torch.device = "cpu", 
     from digin_cli.segmentation import build_segmenter
 
     return build_segmenter(preset("segmentation", name, **settings), _device(device))
+
+
+def settings_from(opt: DictConfig):
+    """An ``optimizer`` config node as (:class:`~digin_cli.optimize.OptimSettings`, :class:`~digin_cli.augment.Cutouts`
+    without its random source), as the CLI's run context reads it."""
+    from digin_cli.augment import Cutouts
+    from digin_cli.context import optim_settings
+
+    return optim_settings(opt), Cutouts(**{k: v for k, v in opt.augment.items() if k != "chunk"})
+
+
+def optimizer_settings(name: str = "adam", **overrides: Any):
+    """The settings of a ``conf/optimizer`` preset (``adam``: DiG-IN; ``prompt``: DiffExplainer's soft prompts;
+    ``hard_prompt``) with ``overrides`` of its keys (``steps=50``, ``lr=0.1``): ``(OptimSettings, Cutouts)``."""
+    return settings_from(preset("optimizer", name, **overrides))
 
 
 def _cache_dir():

@@ -38,8 +38,8 @@ class Disagreement:
     gen: StableDiffusion
     f: Classifier
     g: Classifier
-    settings: OptimSettings = None
-    cutouts: Cutouts = None
+    settings: OptimSettings | None = None
+    cutouts: Cutouts | None = None
     prompt: str = "a photograph of a {}"
     sampler: object = None
 

@@ -69,8 +69,8 @@ class NeuronVisualiser:
 
     gen: StableDiffusion
     clf: Classifier
-    settings: OptimSettings = None
-    cutouts: Cutouts = None
+    settings: OptimSettings | None = None
+    cutouts: Cutouts | None = None
     segmenter: object = None
     template: str = "a photograph of a {}"
     object_samples: int = 8

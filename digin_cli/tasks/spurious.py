@@ -5,7 +5,7 @@ Salient ImageNet's ranking mean φ_i · W[c, i] over the class's training images
 
 1. optimise the soft prompt t*_{c,i} on Eq. 5, CE(φ(x), c) − φ_{f_{c,i}}(x), with a new z every step, and
 2. sample ``num_samples`` images x_{c,i}(z) from fresh seeds with t* (both explain's machinery,
-   :class:`~digin_cli.explainer.PromptExplainer`);
+   :class:`~digin_cli.explainer.PromptExplainer`; steps 1-4 are :class:`digin_cli.api.SpuriousFinder`);
 3. segment each with the class name as text (GroundingDINO boxes -> SAM masks, ``segmentation=grounded_sam``);
    r = object pixels / all pixels (0 when nothing is detected);
 4. E[r] (the mean over the samples) >= δ -> core, else spurious.
@@ -26,24 +26,21 @@ import csv
 import io
 import logging
 from pathlib import Path
-from time import perf_counter
 
-import torch
 from PIL import Image
 
+from digin_cli.api.spurious import SpuriousFinder
 from digin_cli.classifiers import resolve_class
 from digin_cli.context import RunContext
 from digin_cli.data.annotations import (Annotations, agreement, agreement_by_delta, check_delta, check_folds,
-                                        cross_validated_delta, decide, write_agreement)
+                                        cross_validated_delta, write_agreement)
 from digin_cli.errors import DiginError
-from digin_cli.explainer import explanation_objective
 from digin_cli.io.atomic import atomic_write_text
 from digin_cli.io.progress import print_table
 from digin_cli.segmentation import build_segmenter
 from digin_cli.tasks.common import finish, run_items
-from digin_cli.tasks.common.explanations import prompt_explainer, save_explanation, wandb_curve
+from digin_cli.tasks.common.explanations import check_prompt_settings, save_result, wandb_curve
 from digin_cli.tasks.common.neurons import check_feature, class_files, features_of
-from digin_cli.tasks.common.real_images import overlay
 
 log = logging.getLogger(__name__)
 DELTAS = [k / 20 for k in range(21)]  # the δ grid of agreement_by_delta.csv and of the cross-validated choice
@@ -103,19 +100,6 @@ def _ranking(ctx: RunContext, f, c: int) -> list[dict]:
     return ranking
 
 
-def _with_boxes(image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """``image`` (3, H, W) with the detection boxes outlined in yellow (1 px)."""
-    image = image.clone()
-    height, width = image.shape[-2:]
-    yellow = torch.tensor([1.0, 0.9, 0.1], device=image.device)[:, None]
-    for x0, y0, x1, y1 in boxes.round().long().tolist():
-        x0, x1 = sorted((min(max(x0, 0), width - 1), min(max(x1, 0), width - 1)))
-        y0, y1 = sorted((min(max(y0, 0), height - 1), min(max(y1, 0), height - 1)))
-        image[:, y0:y1 + 1, x0] = image[:, y0:y1 + 1, x1] = yellow
-        image[:, y0, x0:x1 + 1] = image[:, y1, x0:x1 + 1] = yellow
-    return image
-
-
 def _class_outputs(ctx: RunContext, name: str, rows: list[dict], delta: float,
                    annotated: dict[tuple[str, int], str]) -> None:
     """``<class>/table.csv`` (feature, E[r], label, r per sample) and ``<class>/grid.png`` (overlays per feature)."""
@@ -173,42 +157,15 @@ def run(ctx: RunContext) -> dict:
                          "task.classes='[tench]' or task.annotations=/path/to/annotations.csv")
     features = _class_features(ctx, f, list(dict.fromkeys(classes)), annotations)
     segmenter = build_segmenter(cfg.segmentation, ctx.device)  # loaded once; before the generator: fail fast
-    explainer = prompt_explainer(ctx)
-    seed = int(task.seed)
+    check_prompt_settings(ctx)
+    method = SpuriousFinder(ctx.generator, f, segmenter, ctx.optim_settings(), delta, num_samples, int(task.seed),
+                            float(task.feature_weight), str(task.prefix), int(task.num_tokens), str(task.init),
+                            ctx.sampler())
 
     def work(item_dir: Path, item: dict) -> dict:
-        name, feature = item["class"], item["feature"]
-        prompt = explainer.soft_prompt(str(task.prefix), int(task.num_tokens), str(task.init), seed)
-        objective = explanation_objective(f, item["class_index"], feature, float(task.feature_weight))
-        start = perf_counter()
-        explanation = explainer.explain(prompt, objective, seed, num_samples, f"{name} · feature {feature}",
-                                        callback=wandb_curve(ctx, item_dir))
-        explained = perf_counter()
-        found = segmenter.segment_text(explanation.samples, name)
-        segmented = perf_counter()
-        mean, label = decide(found.fractions, delta)
-        images = explanation.samples
-        overlays = [_with_boxes(overlay(im[None], m[None])[0], b)
-                    for im, m, b in zip(images, found.masks.to(images.device), found.boxes)]
-        for k, (image, over) in enumerate(zip(images, overlays)):
-            ctx.writer.save_image(item_dir, f"sample_{k:02d}.png", image)
-            ctx.writer.save_image(item_dir, f"overlay_{k:02d}.png", over)
-        ctx.writer.save_strip(item_dir, "overlays.png", overlays,
-                              [f"r {r:.3f}" + ("" if d else "\nnot found") for r, d in
-                               zip(found.fractions, found.detected)],
-                              title=f"'{name}' in feature {feature}'s explanations: E[r] {mean:.3f} -> {label}")
-        # The explainer times its optimisation; the rest of explain() is sampling the explanation distribution.
-        optimise = explanation.result.seconds
-        seconds = {"seconds_optimise": round(optimise, 3), "seconds_sample": round(explained - start - optimise, 3),
-                   "seconds_segment": round(segmented - explained, 3)}
-        summary = {"E_r": round(mean, 6), "label": label, "detected": sum(found.detected),
-                   "r": [round(r, 6) for r in found.fractions], **seconds}
-        samples = [{"seed": s, "r": r, "detected": d, "boxes": b.tolist(), "scores": sc.tolist()}
-                   for s, r, d, b, sc in zip(explanation.sample_seeds, found.fractions, found.detected, found.boxes,
-                                             found.scores)]
-        return save_explanation(ctx, item_dir, item, explanation, extra_summary=summary,
-                                extra_metrics={"delta": delta, "segmentation": cfg.segmentation.name,
-                                               "segmentation_text": name, "segmented": samples})
+        (result,) = method.label(item["class_index"], [item["feature"]], ranks=[item["rank"]],
+                                 callback=wandb_curve(ctx, item_dir))
+        return save_result(ctx, item_dir, result)
 
     items = [(ctx.writer.item_dir(names[c], f"feature_{j}"),
               {"class": names[c], "class_index": c, "feature": j, "rank": rank + 1})
