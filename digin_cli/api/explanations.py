@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from os import PathLike
 
 from digin_cli import explainer
+from digin_cli.api.builders import optimizer_settings
 from digin_cli.api.common import default_sampler
 from digin_cli.api.results import ExplanationResult
 from digin_cli.classifiers import Classifier, resolve_class
@@ -25,8 +26,6 @@ from digin_cli.optimize import OptimSettings
 
 
 def _preset(name: str) -> OptimSettings:
-    from digin_cli.api.builders import optimizer_settings
-
     return optimizer_settings(name)[0]
 
 

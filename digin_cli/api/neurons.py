@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from digin_cli.api.builders import optimizer_settings
 from digin_cli.api.common import cutouts_for, default_sampler
 from digin_cli.api.results import OptimisationResult
 from digin_cli.augment import Cutouts
@@ -80,8 +81,9 @@ class NeuronVisualiser:
     _scores: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
-        self.settings = self.settings or OptimSettings()
-        self.cutouts = self.cutouts or Cutouts()
+        if self.settings is None or self.cutouts is None:  # the CLI's defaults: conf/optimizer/adam.yaml
+            settings, cutouts = optimizer_settings("adam")
+            self.settings, self.cutouts = self.settings or settings, self.cutouts or cutouts
         self.sampler = self.sampler or default_sampler(self.gen, self.settings)
 
     def visualise(self, neuron: int, direction: str = "max", prompt: str | None = None, *, seed: int = 0,

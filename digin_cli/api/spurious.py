@@ -18,6 +18,7 @@ from time import perf_counter
 import torch
 
 from digin_cli import explainer
+from digin_cli.api.builders import optimizer_settings
 from digin_cli.api.common import default_sampler
 from digin_cli.api.results import ExplanationResult
 from digin_cli.classifiers import Classifier, resolve_class
@@ -95,8 +96,6 @@ class SpuriousFinder:
         if int(self.num_samples) < 1:
             raise DiginError(f"num_samples must be >= 1, got {self.num_samples} — the paper uses 10")
         if self.settings is None:
-            from digin_cli.api.builders import optimizer_settings
-
             self.settings = optimizer_settings("prompt")[0]
         self.sampler = self.sampler or default_sampler(self.gen, self.settings)
         check_prompt(self.gen.tokenizer, str(self.prefix), int(self.num_tokens), str(self.init))

@@ -72,3 +72,18 @@ def test_segmenter_presets(api):
     assert sam.num_points == 3
     with pytest.raises(DiginError, match="unknown segmentation 'sam_hd'.*sam_hq"):
         api.load_segmenter("sam_hd")
+
+
+def test_method_defaults_are_the_config_groups(api, tiny):
+    """Settings are the authors' defaults as conf/optimizer holds them, not a second copy."""
+    from dataclasses import asdict
+
+    gen, f, g = tiny
+    adam, cutouts = api.optimizer_settings("adam")
+    method = api.Disagreement(gen, f, g)
+    assert asdict(method.settings) | {"optimizer": None} == asdict(adam) | {"optimizer": None}
+    assert method.settings.checkpointing is True and method.settings.optimizer.func.__name__ == "Adam"
+    assert (method.cutouts.num, method.cutouts.power, method.cutouts.noise_sd) == (16, 0.3, 0.005)
+    prompt, _ = api.optimizer_settings("prompt")
+    assert (prompt.select, prompt.fresh_latent, prompt.optimizer.func.__name__) == ("last", True, "AdamW")
+    assert api.optimizer_settings("hard_prompt")[0].lr == 0.3  # hard_prompt.yaml on top of prompt.yaml
