@@ -47,10 +47,10 @@ class FeatureEdits(RealImageMethod):
 
     edit_type = FeatureEditSettings
 
-    def _default_cutouts(self, edit):
+    def _default_cutouts(self, edit, augment):
         from digin_cli.augment import Cutouts
 
-        return Cutouts(num=int(edit.cutouts))
+        return Cutouts(num=int(edit.cutouts), power=augment.power, noise_sd=augment.noise_sd)  # as task.cutouts
 
     def prepared(self, image: InputImage, start: int, words=None) -> tuple[PreparedImage, str]:
         """The image prepared with its start class's caption name; ``words``: the mask words (a string or

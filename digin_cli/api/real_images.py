@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from digin_cli.api.builders import optimizer_settings
 from digin_cli.api.common import default_sampler
 from digin_cli.augment import Cutouts
 from digin_cli.captioning import Captioner, TemplateCaptioner
@@ -142,7 +143,10 @@ class RealImageMethod:
                  settings: OptimSettings | None = None, cutouts: Cutouts | None = None,
                  edit: EditSettings | None = None):
         edit = edit if edit is not None else self.edit_type()
-        settings = settings if settings is not None else OptimSettings()
+        if settings is None or cutouts is None:  # the CLI's defaults: conf/optimizer/adam.yaml
+            adam, augment = optimizer_settings("adam")
+            settings = settings if settings is not None else adam
+            cutouts = cutouts if cutouts is not None else self._default_cutouts(edit, augment)
         sampler = _sampler(gen, settings)
         segmenter = segmenter if segmenter is not None else NoSegmenter(device=sampler.sd.device)
         if captioner is None:
@@ -153,9 +157,8 @@ class RealImageMethod:
                                  inner_steps=edit.inner_steps, early_stop=edit.early_stop, mask_steps=edit.mask_steps,
                                  max_injection=max(edit.injections))
         self.rng = torch.Generator(device=sampler.sd.device)  # reseeded by each verb's seed=
-        template = cutouts if cutouts is not None else self._default_cutouts(edit)
         self._init(clf, Preparer(editor, captioner or TemplateCaptioner()), edit, settings,
-                   Cutouts(template.num, template.power, template.noise_sd, generator=self.rng))
+                   Cutouts(cutouts.num, cutouts.power, cutouts.noise_sd, generator=self.rng))
 
     @classmethod
     def from_parts(cls, clf: Classifier, preparer: Preparer, edit: EditSettings, settings: OptimSettings,
@@ -173,8 +176,8 @@ class RealImageMethod:
         self.device = self.editor.sd.device
         self.cutouts = cutouts
 
-    def _default_cutouts(self, edit) -> Cutouts:
-        return Cutouts()  # the optimizer group's augment defaults (16 views)
+    def _default_cutouts(self, edit: EditSettings, augment: Cutouts) -> Cutouts:
+        return augment  # the optimizer group's views (vce: optimizer.augment)
 
     @property
     def segmenter_name(self) -> str:

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -155,3 +156,21 @@ def test_one_vce_item_through_the_api_equals_the_cli(tiny_sd, clf, segmenter, im
     timing = {"seconds", "peak_memory_mb", "config_hash"}
     assert {k: v for k, v in api.items() if k not in timing} == {k: v for k, v in cli.items() if k not in timing}
     assert api["summary"]["p_target_after"] > api["iterates"][0]["p_target"]
+
+
+@pytest.mark.parametrize("task", ["vce", "neuron_cf", "npca"])
+def test_default_settings_are_the_config_groups(tiny_sd, clf, segmenter, task):
+    """The edit defaults are what conf/task/<task>.yaml holds, the optimizer's are conf/optimizer/adam.yaml."""
+    from dataclasses import asdict
+
+    from omegaconf import OmegaConf
+
+    cls = digin.Counterfactuals if task == "vce" else digin.NeuronCounterfactuals
+    yaml = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "task" / f"{task}.yaml")
+    assert cls.edit_type() == cls.edit_type.from_task(yaml)
+    method = cls(tiny_sd, clf, segmenter)
+    adam, augment = digin.optimizer_settings("adam")
+    assert asdict(method.settings) | {"optimizer": None} == asdict(adam) | {"optimizer": None}
+    views = augment.num if task == "vce" else 0  # neuron_cf / npca: task.cutouts=0, as the authors
+    assert (method.cutouts.num, method.cutouts.power, method.cutouts.noise_sd) == (views, augment.power,
+                                                                                   augment.noise_sd)
