@@ -1,4 +1,4 @@
-"""digin as a library: every generating method on tiny random models, from Python, without Hydra on this side.
+"""digin as a library: every method on tiny random models, from Python, without Hydra on this side.
 
     python scripts/api_example.py [output folder]       # about a minute on a CPU
 
@@ -11,7 +11,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import torch
+from PIL import Image, ImageDraw
+
 import digin_cli as digin
+from digin_cli.features import npca
 
 
 def main(out: Path) -> None:
@@ -49,6 +53,29 @@ def main(out: Path) -> None:
     for result in finder.label("goldfish", [3, 5]):
         print("spurious", result.item["feature"], result.label, result.summary["E_r"])
         result.save(out / "spurious" / f"feature_{result.item['feature']}")
+
+    # Real images (DiG-IN Sec. 5-6): invert a picture (DDIM), mask its object (tiny_sam) and edit it.
+    picture = Image.new("RGB", (96, 80), (40, 120, 200))
+    ImageDraw.Draw(picture).ellipse((30, 20, 70, 60), fill=(220, 90, 30))
+    seg = digin.load_segmenter("tiny_sam")
+    quick = {"inner_steps": 2}  # a short null-text inversion (the authors': 10 per step)
+    cf = digin.Counterfactuals(gen, f, seg, settings=settings, cutouts=cutouts,
+                               edit=digin.CounterfactualSettings(**quick))
+    result = cf.explain(picture, target="goldfish", seed=0)  # from the predicted class
+    print("counterfactual", result.metrics["start"], "->", result.metrics["target"],
+          round(result.iterates[0].metrics["p_target"], 6), "->", round(result.summary["p_target_after"], 6))
+    result.save(out / "vce")
+    ncf = digin.NeuronCounterfactuals(gen, f, seg, settings=settings, edit=digin.FeatureEditSettings(**quick))
+    result = ncf.explain(picture, neuron=5, direction="max")
+    print("neuron counterfactual", round(result.summary["phi_before"], 4), "->", round(result.summary["phi_after"], 4))
+    result.save(out / "neuron_cf")
+    with torch.no_grad():  # NPCA components of goldfish from 8 (random) images of the class
+        comps = npca(f.features(torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))), f.head()[0][1])
+    spur = digin.NPCA(gen, f, seg, components=comps, class_="goldfish", settings=settings,
+                      edit=digin.FeatureEditSettings(**quick))
+    result = spur.maximise(picture, component=1)
+    print("npca", round(result.summary["alpha_before"], 4), "->", round(result.summary["alpha_after"], 4))
+    result.save(out / "npca")
 
 
 if __name__ == "__main__":

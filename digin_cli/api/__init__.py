@@ -19,6 +19,9 @@ from digin_cli.api.disagreement import Disagreement
 from digin_cli.api.neurons import NeuronVisualiser
 from digin_cli.api.explanations import PromptExplainer
 from digin_cli.api.spurious import SpuriousFinder
+from digin_cli.api.counterfactuals import Counterfactuals, CounterfactualSettings
+from digin_cli.api.feature_edits import NPCA, FeatureEditSettings, NeuronCounterfactuals
+from digin_cli.api.edits import EditResult
 
 __all__ = [
     "load_generator", "load_classifier", "wrap_classifier", "load_segmenter", "optimizer_settings",
@@ -27,4 +30,6 @@ __all__ = [
     "NeuronVisualiser",
     "PromptExplainer",
     "SpuriousFinder",
+    "Counterfactuals", "CounterfactualSettings", "NeuronCounterfactuals", "NPCA", "FeatureEditSettings",
+    "EditResult",
 ]

@@ -5,9 +5,9 @@ when it has one, as the authors, else the prediction), take the object's mask fr
 head noun (:mod:`digin_cli.captioning.object_words`, or ``task.mask_words``), invert it (shared with vce's cache), and
 optimise ∓φ_n plus the foreground-aware distance *without inverting the mask* (the object is held, the background
 may change to add or remove the feature), with identical prompts and the authors' settings: attention injection and
-foreground blend for the first 30 % of the steps, no cutouts. The editing is
-:func:`digin_cli.tasks.common.real_images.feature_counterfactual`; this file says which images and neurons, and draws the
-Fig. 10 strip: test image, maximised, minimised, each with φ_n and the confidence in the associated class.
+foreground blend for the first 30 % of the steps, no cutouts. The method is
+:class:`digin_cli.api.NeuronCounterfactuals` (also the Python API); this file says which images and neurons, and
+draws the Fig. 10 strip: test image, maximised, minimised, each with φ_n and the confidence in the associated class.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import torch
 from digin_cli.classifiers import resolve_class
 from digin_cli.context import RunContext
 from digin_cli.errors import DiginError
-from digin_cli.objectives import FeatureActivation
+from digin_cli.api.feature_edits import NeuronCounterfactuals
 from digin_cli.tasks.common import finish, run_items
 from digin_cli.tasks.common.neurons import check_feature, directions, neuron_targets
 from digin_cli.captioning.object_words import caption_name, mask_words
-from digin_cli.tasks.common.real_images import (before_after_strip, feature_counterfactual, image_preparer,
-                                                real_image_editor, require_editing, require_imagenet_val,
-                                                select_images, start_class, task_cutouts)
+from digin_cli.tasks.common.real_images import (real_image_method, require_editing,
+                                                require_imagenet_val, save_edit, select_images, start_class, strip,
+                                                task_cutouts)
 
 
 def run(ctx: RunContext) -> dict:
@@ -53,28 +53,22 @@ def run(ctx: RunContext) -> dict:
     if not plan:
         raise DiginError("no selected image belongs to a task.pairs class — select images of those classes "
                          "(ImageNet val with labels) or pass task.neurons")
-    editor = real_image_editor(ctx)
-    prepare = image_preparer(ctx, editor)
-    cutouts = task_cutouts(ctx)
+    method = real_image_method(ctx, NeuronCounterfactuals, f, task_cutouts(ctx))
 
-    def work(item_dir, item):
-        image, start, n, cls, name, sign = plan[item["plan"]]
-        prep = prepare(image, names[start], words[start])
-        activation = FeatureActivation(f, n, sign, cutouts, report_class=cls)
-        return feature_counterfactual(ctx, editor, prep, f, activation, item_dir,
-                                      {k: v for k, v in item.items() if k != "plan"},
-                                      f"{image.name}: {name} neuron {n}")
+    def work(item_dir, item, edit):
+        image, start, n, cls, name, _ = edit
+        return save_edit(ctx, item_dir, method.edit(image, start, n, cls, name, task.get("mask_words")), error=True)
 
     items = [(ctx.writer.item_dir(image.name, f"neuron_{n}", name),
-              {"image": image.name, "start": f.class_names[start], "mask_words": words[start], "neuron": n, "class": f.class_names[cls],
-               "direction": name, "plan": k})
-             for k, (image, start, n, cls, name, _) in enumerate(plan)]
+              {"image": image.name, "start": f.class_names[start], "mask_words": words[start], "neuron": n,
+               "class": f.class_names[cls], "direction": name}, edit)
+             for edit in plan for image, start, n, cls, name, _ in [edit]]
     rows = run_items(ctx, items, work, "neuron counterfactuals")
     for image, n, cls in dict.fromkeys((image, n, cls) for image, _, n, cls, _, _ in plan):
         folder = ctx.writer.item_dir(image.name, f"neuron_{n}")
         edits = [(f"{'maximise' if name == 'max' else 'minimise'} {n}", folder / name) for name, _ in signs]
-        before_after_strip(ctx, folder, "neuron_cf.png", edits[0][1], edits,
+        strip(ctx, folder, "neuron_cf.png", edits[0][1], edits,
                            f"neuron {n} (conf. class {f.class_names[cls]}) · {image.name}")
-    return finish(ctx, [{k: v for k, v in r.items() if k != "plan"} for r in rows], "neuron counterfactuals",
+    return finish(ctx, rows, "neuron counterfactuals",
                   ["image", "neuron", "class", "direction", "status", "phi_before", "phi_after", "p_class_before",
                    "p_class_after", "l2_foreground", "l2"])

@@ -5,7 +5,7 @@ contributions W[k] ⊙ φ(x) over the class's images, ordered by variance and nu
 Fig. 11's "comp. 1" is ``task.component=1``; value α_l(x) = ⟨c(x) − μ_k, v_l⟩ · ⟨v_l, 1⟩). They come from
 ``paths.imagenet_train`` / ``task.component_images``, or from ``task.component_file``, and belong to the classifier
 they were computed for. Each start image is then edited as a neuron counterfactual
-(:func:`digin_cli.tasks.common.real_images.feature_counterfactual`) along the feature-space direction of α_l,
+(:class:`digin_cli.api.NPCA`, also the Python API) along the feature-space direction of α_l,
 keeping the image's own object. If the prediction turns to k while the object stays, the component is a harmful
 spurious feature. Reported: prediction, p(k) and α before and after.
 """
@@ -20,13 +20,13 @@ from digin_cli.classifiers import resolve_class
 from digin_cli.context import RunContext
 from digin_cli.errors import DiginError
 from digin_cli.features import NPCA, npca
-from digin_cli.objectives import FeatureActivation
+from digin_cli.api.feature_edits import NPCA as NPCAMethod
 from digin_cli.tasks.common import finish, run_items
 from digin_cli.tasks.common.neurons import class_files, features_of, folder_files
 from digin_cli.captioning.object_words import caption_name, mask_words
-from digin_cli.tasks.common.real_images import (before_after_strip, feature_counterfactual, image_preparer,
-                                                real_image_editor, require_editing, require_imagenet_train,
-                                                require_imagenet_val, select_images, start_class, task_cutouts)
+from digin_cli.tasks.common.real_images import (real_image_method, require_editing, require_imagenet_train,
+                                                require_imagenet_val, save_edit, select_images, start_class,
+                                                task_cutouts)
 
 COMPONENTS = "components.safetensors"
 
@@ -89,37 +89,22 @@ def run(ctx: RunContext) -> dict:
         raise DiginError(f"component {component} is out of range: class '{f.class_names[k]}' has {count} components "
                          f"(numbered from 0, as Neuhaus et al.: 0..{count - 1}) — pick task.component within "
                          f"0..{count - 1}")
-    direction, offset = comps.direction(component)
     images = select_images(ctx, f)
     with torch.no_grad():
         probs = {id(i): f(i.image.to(ctx.device)).softmax(-1)[0].cpu() for i in images}
     starts = {id(i): start_class(task, f, i, probs[id(i)]) for i in images}
-    names = {s: caption_name(f.class_names, s) for s in starts.values()}
-    words = {s: mask_words(name, task.get("mask_words")) for s, name in names.items()}
-    editor = real_image_editor(ctx)
-    prepare = image_preparer(ctx, editor)
-    cutouts = task_cutouts(ctx)
+    words = {s: mask_words(caption_name(f.class_names, s), task.get("mask_words")) for s in starts.values()}
+    method = real_image_method(ctx, NPCAMethod, f, task_cutouts(ctx), components=comps, class_=k)
 
-    def work(item_dir, item):
-        image = images[item["plan"]]
-        start = starts[id(image)]
-        prep = prepare(image, names[start], words[start])
-        activation = FeatureActivation(f, direction, +1, cutouts, report_class=k, offset=offset)
-        summary = feature_counterfactual(ctx, editor, prep, f, activation, item_dir,
-                                         {key: v for key, v in item.items() if key != "plan"},
-                                         f"{image.name}: NPCA {f.class_names[k]} #{component}", value="alpha")
-        before_after_strip(ctx, item_dir, "npca.png", item_dir, [("max. NPCA", item_dir)],
-                           f"class {k} NPCA comp. {component} (conf. class {f.class_names[k]}) · {image.name}",
-                           value="alpha")
-        return summary
+    def work(item_dir, item, image):
+        result = method.edit(image, starts[id(image)], component, task.get("mask_words"))
+        return save_edit(ctx, item_dir, result, error=True)  # result.save draws npca.png after metrics.json
 
     items = [(ctx.writer.item_dir(image.name),
               {"image": image.name, "start": f.class_names[starts[id(image)]],
-               "mask_words": words[starts[id(image)]], "class": f.class_names[k],
-               "component": component, "plan": n})
-             for n, image in enumerate(images)]
+               "mask_words": words[starts[id(image)]], "class": f.class_names[k], "component": component}, image)
+             for image in images]
     rows = run_items(ctx, items, work, "NPCA components")
-    return finish(ctx, [{key: v for key, v in r.items() if key != "plan"} for r in rows],
-                  f"NPCA comp. {component} of {f.class_names[k]}",
+    return finish(ctx, rows, f"NPCA comp. {component} of {f.class_names[k]}",
                   ["image", "start", "status", "alpha_before", "alpha_after", "p_class_before", "p_class_after",
                    "predicted_before", "predicted_after", "l2_foreground"])

@@ -2,9 +2,9 @@
 
 Per (image, target class): caption the image ("an image of a <start class> ..."), invert it, swap the start-class
 words for the target's, and optimise z_T and per-step deltas to minimise the foreground-aware distance to the
-original minus log p_f(target) (:class:`digin_cli.objectives.Counterfactual`). The editing machinery is shared in
-:mod:`digin_cli.counterfactual`; this file states what is particular to counterfactuals: which images, which start
-and target classes, and the counterfactual metrics and pictures.
+original minus log p_f(target) (:class:`digin_cli.objectives.Counterfactual`). The method is
+:class:`digin_cli.api.Counterfactuals` (also the Python API); this file states which images, which start and
+target classes, and writes each result and the run's summary.
 """
 
 from __future__ import annotations
@@ -20,11 +20,10 @@ from digin_cli.context import RunContext
 from digin_cli.data import InputImage
 from digin_cli.data.authors import IMAGENET_CLASSES, uvce_image_list, wordnet_cluster
 from digin_cli.errors import DiginError
-from digin_cli.objectives import Counterfactual, ForegroundAwareDistance
-from digin_cli.tasks.common import finish, require_invertible_sampler, run_items, save_optimisation
-from digin_cli.tasks.common.inputs import crop_fraction
-from digin_cli.tasks.common.real_images import (distances, overlay, real_image_editor, require_imagenet_val,
-                                                select_images, start_class)
+from digin_cli.api.counterfactuals import Counterfactuals
+from digin_cli.tasks.common import finish, require_invertible_sampler, run_items
+from digin_cli.tasks.common.real_images import (real_image_method, require_imagenet_val, save_edit, select_images,
+                                                start_class)
 
 
 STRATEGIES = ("second_most_likely", "nearest_text", "true_label", "wordnet_cluster")
@@ -127,13 +126,11 @@ def run(ctx: RunContext) -> dict:
         if not images:
             raise DiginError(f"no selected image is predicted as '{f.class_names[keep]}' — relax "
                              "task.filter_predicted or select more images")
-    mask = str(cfg.segmentation.name)
-    if mask == "none":  # an ablation, never a silent default (conf/task/vce.yaml selects sam_hq)
+    if str(cfg.segmentation.name) == "none":  # an ablation, never a silent default (conf/task/vce.yaml selects sam_hq)
         print("digin: warning: segmentation=none — no foreground mask: Eq. 4 becomes a global distance and the "
               "background is not blended; use segmentation=sam_hq (or attention) for the paper's method",
               file=sys.stderr)
-    editor = real_image_editor(ctx)  # segmenter once per run, not per image
-    settings, cutouts = ctx.optim_settings(), ctx.cutouts()
+    method = real_image_method(ctx, Counterfactuals, f, ctx.cutouts(), captioner)  # segmenter once per run
     sims_cache: dict = {}
 
     def text_sims():
@@ -151,48 +148,14 @@ def run(ctx: RunContext) -> dict:
     if not plan:
         raise DiginError("no selected image has a target: their start classes are in none of the authors' WordNet "
                          "clusters — pass task.targets or another task.target_strategy")
-    prepared: dict[str, object] = {}
 
-    def work(item_dir: Path, item: dict) -> dict:
-        image, start, target, probs = plan[item["plan"]]
-        start_name, target_name = f.class_names[start], f.class_names[target]
-        start_words, target_words = readable(start_name), readable(target_name)  # text for captions and prompts
-        if prepared.get("key") != (image.content_hash, start):  # one inversion + mask per image, shared by targets
-            caption = captioner.caption(image.image, start_words, key=image.content_hash)
-            prepared.update(key=(image.content_hash, start), value=editor.prepare(image.image, caption, start_words))
-        prep = prepared["value"]
-        inv = prep.inversion
-        distance = ForegroundAwareDistance(inv.original, inv.latent_original, prep.px_mask, prep.latent_mask,
-                                           w_vae=float(task.w_vae), w_px=float(task.w_px))
-        objective = Counterfactual(f, target, distance, cutouts, start=start)
-        result, schedule, target_prompt = editor.edit(
-            prep, target_words, objective, settings, injections=tuple(task.p2p.injections),
-            blends=tuple(task.p2p.blends), description=f"{image.name}: {start_name} → {target_name}")
-        best = result.best.image
-        with torch.no_grad():
-            after = f(best.to(ctx.device)).softmax(-1)[0].cpu()
-        summary = {"p_start_before": probs[start].item(), "p_target_before": probs[target].item(),
-                   "p_start_after": after[start].item(), "p_target_after": after[target].item(),
-                   "flipped": int(after.argmax()) == target, "mask": mask,
-                   "mask_coverage": prep.px_mask.mean().item(),
-                   **distances(best, inv.original.cpu(), 1 - prep.px_mask.cpu(), "background")}
-        writer = ctx.writer
-        writer.save_image(item_dir, "original.png", inv.original)
-        writer.save_image(item_dir, "reconstruction.png", prep.reconstruction)
-        writer.save_image(item_dir, "mask_overlay.png", overlay(inv.original, prep.px_mask))
-        writer.save_image(item_dir, "mask.png", prep.px_mask[0])  # grey, 1 = object: digin evaluate's regions
-        writer.save_image(item_dir, "attention.png", prep.attention.expand(3, -1, -1))
-        save_optimisation(ctx, item_dir, result, lambda m: f"p {m['p_target']:.3g} d {m['distance']:.3g}",
-                          {**{k: v for k, v in item.items() if k != "plan"}, "caption": prep.source_prompt,
-                           "target_prompt": target_prompt, "crop_fraction": crop_fraction(ctx),
-                           "schedule": schedule.as_dict(), "reconstruction_error": inv.reconstruction_error,
-                           "mask": mask, "attention_maps": prep.attention_info,
-                           "summary": summary}, best_name="counterfactual.png")
-        return summary
+    def work(item_dir: Path, item: dict, edit: tuple) -> dict:
+        return save_edit(ctx, item_dir, method.edit(*edit))
 
     items = [(ctx.writer.item_dir(image.name, f"{target}_{f.class_names[target]}"),  # names repeat; indices do not
-              {"image": image.name, "start": f.class_names[start], "target": f.class_names[target], "plan": n})
-             for n, (image, start, target, _) in enumerate(plan)]
+              {"image": image.name, "start": f.class_names[start], "target": f.class_names[target]},
+              (image, start, target, probs))
+             for image, start, target, probs in plan]
     rows = run_items(ctx, items, work, "counterfactuals")
     done = [r for r in rows if "flipped" in r]
     stats = {}
@@ -200,9 +163,9 @@ def run(ctx: RunContext) -> dict:
         stats["flip_rate"] = sum(bool(r["flipped"]) for r in done) / len(done)
         for key in ("l1", "l2", "l1_background", "l2_background"):
             stats[f"median_{key}"] = float(torch.tensor([float(r[key]) for r in done]).median())
-    counts = finish(ctx, [{k: v for k, v in r.items() if k != "plan"} for r in rows],
-                    "visual counterfactuals", ["image", "start", "target", "status", "p_target_before",
-                                               "p_target_after", "flipped", "l2_background", "mask_coverage"])
+    counts = finish(ctx, rows, "visual counterfactuals", ["image", "start", "target", "status", "p_target_before",
+                                                          "p_target_after", "flipped", "l2_background",
+                                                          "mask_coverage"])
     if stats:
         from digin_cli.io.progress import print_table
 

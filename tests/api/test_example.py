@@ -12,7 +12,8 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "api_example.py"
 def test_the_api_example_runs_every_method_and_saves_their_items(tmp_path, capsys):
     runpy.run_path(str(SCRIPT))["main"](tmp_path)
     printed = capsys.readouterr().out
-    for folder in ("disagreement", "neuron", "explain", "hard_prompt", "spurious/feature_3", "spurious/feature_5"):
+    for folder in ("disagreement", "neuron", "explain", "hard_prompt", "spurious/feature_3", "spurious/feature_5",
+                   "vce", "neuron_cf", "npca"):
         metrics = json.loads((tmp_path / folder / "metrics.json").read_text())
         assert metrics["error"] is None and metrics["iterates"], folder
     text = (tmp_path / "hard_prompt" / "explanation.txt").read_text().strip()
@@ -25,3 +26,8 @@ def test_the_api_example_runs_every_method_and_saves_their_items(tmp_path, capsy
     # The neuron's start is the object with the higher mean phi_5 of its plain samples, as task=neuron picks it.
     neuron = json.loads((tmp_path / "neuron" / "metrics.json").read_text())
     assert neuron["summary"]["phi_best"] > neuron["summary"]["phi_init"]
+    # The real-image items: the files of the CLI's item folders.
+    for folder in ("vce", "neuron_cf", "npca"):
+        assert {"original.png", "reconstruction.png", "mask_overlay.png", "mask.png", "counterfactual.png",
+                "iterates.png"} <= {p.name for p in (tmp_path / folder).iterdir()}, folder
+    assert (tmp_path / "vce" / "attention.png").is_file() and (tmp_path / "npca" / "npca.png").is_file()

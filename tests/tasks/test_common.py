@@ -38,3 +38,18 @@ def test_an_item_draws_the_same_numbers_alone_or_after_others(tmp_path):
     assert all(torch.equal(again[k][i], both[k][i]) for k in "ab" for i in (0, 1))
     other_seed = _draws(_ctx(tmp_path / "s1", seed=1), ["b"])
     assert not torch.equal(other_seed["b"][0], alone["b"][0])
+
+
+def test_a_private_payload_reaches_work_and_stays_out_of_the_rows_and_the_shards(tmp_path):
+    ctx = _ctx(tmp_path)
+    ctx.cfg.task = {"num_shards": 2, "shard_index": 1}
+    payloads = [object() for _ in range(4)]
+    got = []
+
+    def work(path, item, payload):
+        got.append((item["n"], payload))
+        return {"ok": 1}
+
+    rows = run_items(ctx, [(tmp_path / str(n), {"n": n}, p) for n, p in enumerate(payloads)], work, "probe")
+    assert got == [(1, payloads[1]), (3, payloads[3])]  # sharded together with its item
+    assert rows == [{"n": 1, "status": "ok", "ok": 1}, {"n": 3, "status": "ok", "ok": 1}]

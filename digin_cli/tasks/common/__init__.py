@@ -41,9 +41,13 @@ def require_invertible_sampler(ctx: RunContext) -> None:
                          "generator.sampler=ddim without an LCM LoRA)")
 
 
-def run_items(ctx: RunContext, items: Iterable[tuple[Path, dict]], work: Callable[[Path, dict], dict],
-              description: str, done: Callable[[Path], bool] = Writer.is_done) -> list[dict]:
-    """Run ``work(path, item)`` for every item and return one summary row each.
+def run_items(ctx: RunContext, items: Iterable[tuple], work: Callable[..., dict], description: str,
+              done: Callable[[Path], bool] = Writer.is_done) -> list[dict]:
+    """Run ``work(path, item)`` for every ``(path, item)`` and return one summary row each.
+
+    ``item`` (a dict) is public: it starts the item's summary row. An entry ``(path, item, payload)`` carries a
+    private payload as well (e.g. the image and classes the item edits), handed over as ``work(path, item,
+    payload)`` and never written.
 
     ``path`` is where the item's outputs go (a folder, or one file for single-file items). Only this job's shard of
     the items runs (:func:`shard`). A finished item (``done(path)``: by default its ``metrics.json`` exists) is read
@@ -61,7 +65,7 @@ def run_items(ctx: RunContext, items: Iterable[tuple[Path, dict]], work: Callabl
     ctx.writer.stamp["config_hash"] = digest  # every item's metrics.json carries it, whichever task writes it
     check_safety = _safety(ctx)  # loaded before any item: a missing checker fails in seconds, not after item one
     ctx.tracker.start()  # a task calls run_items once its inputs are checked: only now may a W&B run appear
-    for item_dir, item in track(items, description):
+    for item_dir, item, *payload in track(items, description):
         if done(item_dir):
             metrics = _read_metrics(item_dir)
             if metrics is not None and metrics.get("config_hash") != digest:
@@ -76,7 +80,7 @@ def run_items(ctx: RunContext, items: Iterable[tuple[Path, dict]], work: Callabl
         ctx.rng.manual_seed(seed)
         seed_everything(seed)
         try:
-            row = work(item_dir, item)
+            row = work(item_dir, item, *payload)
             check_safety(item_dir)
             rows.append({**item, "status": "ok", **row})
         except DiginError:

@@ -1,10 +1,8 @@
-"""Real images in tasks (vce, neuron_cf, npca): which images, their start class, the editor, distances and
-overlays, and feature counterfactuals (neuron_cf, npca)."""
+"""Real images in tasks (vce, neuron_cf, npca): which images, their start class, the run's editor and method
+(:mod:`digin_cli.api` computes, :func:`save_edit` writes), and the before/after strips."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -13,10 +11,11 @@ from digin_cli.classifiers import Classifier, resolve_class
 from digin_cli.context import RunContext
 from digin_cli.data import InputImage, load_inputs
 from digin_cli.data.images import imagenet_indices_of_classes
-from digin_cli.device import peak_memory_mb
 from digin_cli.errors import DiginError
+from digin_cli.api.edits import EditResult, before_after_strip
+from digin_cli.api.real_images import Preparer
 from digin_cli.segmentation.postprocess import overlay  # noqa: F401  (vce, neuron, spurious)
-from digin_cli.tasks.common import require_invertible_sampler, save_optimisation
+from digin_cli.tasks.common import require_invertible_sampler, save_result
 from digin_cli.tasks.common.inputs import crop_fraction, skip_unreadable
 
 
@@ -73,17 +72,6 @@ def start_class(task, f: Classifier, item: InputImage, probs: torch.Tensor) -> i
     return resolve_class(task.start, f.class_names)
 
 
-def distances(best: torch.Tensor, original: torch.Tensor, region: torch.Tensor, name: str) -> dict[str, float]:
-    """Per-pixel L1 (mean |Δ|) and L2 (root mean square Δ), over the whole image and over ``region`` (1 = counted;
-    the background for vce, the object for neuron counterfactuals), the latter as ``l1_<name>`` / ``l2_<name>``."""
-    diff = (best.to(original.device) - original).abs()
-    region = region.to(original.device).expand_as(diff)
-    weight = region.sum().clamp_min(1e-8)
-    return {"l1": diff.mean().item(), "l2": diff.pow(2).mean().sqrt().item(),
-            f"l1_{name}": (diff * region).sum().item() / weight.item(),
-            f"l2_{name}": ((diff.pow(2) * region).sum() / weight).sqrt().item()}
-
-
 def real_image_editor(ctx: RunContext):
     """The run's :class:`RealImageEditor`: segmenter and inversion cache built once; the same cache keys for every
     real-image task, so an image inverted by vce is reused by neuron_cf / npca and back."""
@@ -118,80 +106,32 @@ def task_cutouts(ctx: RunContext):
     return Cutouts(num=int(ctx.cfg.task.cutouts), power=float(aug.power), noise_sd=float(aug.noise_sd))
 
 
-def image_preparer(ctx: RunContext, editor) -> Callable:
-    """``prepare(image, start_name, words=None)``: caption + inversion + masks of an image (the mask from the
-    attention of ``words``, default the whole ``start_name``), computed once and shared by all of the image's items
-    (the last image is remembered: items of one image run one after another)."""
-    from digin_cli.captioning import build_captioner
+def image_preparer(ctx: RunContext, editor, captioner=None) -> Preparer:
+    """``prepare(image, start_name, words=None)``: caption + inversion + masks of an image, computed once and shared
+    by all of the image's items (:class:`digin_cli.api.real_images.Preparer`); ``captioner`` default: the run's."""
+    if captioner is None:
+        from digin_cli.captioning import build_captioner
 
-    captioner = build_captioner(ctx.cfg.captioner, Path(str(ctx.cfg.paths.cache_dir)), ctx.device)
-    memo: dict = {}
-
-    def prepare(image: InputImage, start_name: str, words: str | None = None):
-        key = (image.content_hash, start_name, words)
-        if memo.get("key") != key:
-            caption = captioner.caption(image.image, start_name, key=image.content_hash)
-            memo.update(key=key, value=editor.prepare(image.image, caption, words or start_name))
-        return memo["value"]
-
-    return prepare
+        captioner = build_captioner(ctx.cfg.captioner, Path(str(ctx.cfg.paths.cache_dir)), ctx.device)
+    return Preparer(editor, captioner)
 
 
-def feature_counterfactual(ctx: RunContext, editor, prep, f: Classifier, activation, item_dir: Path, item: dict,
-                           description: str, value: str = "phi") -> dict:
-    """Edit a prepared real image along ``activation`` (a :class:`FeatureActivation`) while the foreground-aware
-    distance with ``keep="foreground"`` and the foreground blend hold the object (DiG-IN Sec. 6, neuron
-    counterfactuals); identical prompts, so the injection only regularises structure. Writes the item's pictures and
-    metrics; returns its summary: the value φ·v (named ``value``: ``phi`` for a neuron, ``alpha`` for NPCA) and the
-    class confidence before / after, predictions, distances."""
-    from digin_cli.objectives import ForegroundAwareDistance, NeuronCounterfactual
-
-    task, inv = ctx.cfg.task, prep.inversion
-    distance = ForegroundAwareDistance(inv.original, inv.latent_original, prep.px_mask, prep.latent_mask,
-                                       w_vae=float(task.w_vae), w_px=float(task.w_px), keep="foreground")
-    result, schedule, prompt = editor.edit(prep, None, NeuronCounterfactual(activation, distance),
-                                           ctx.optim_settings(), injections=tuple(task.p2p.injections),
-                                           blends=tuple(task.p2p.blends), description=description, keep="foreground")
-    best = result.best.image
-    with torch.no_grad():
-        before = activation.evaluate(inv.original, None)[1]
-        after = activation.evaluate(best.to(ctx.device), None)[1]
-        predicted = [int(f(x.to(ctx.device)).argmax()) for x in (inv.original, best)]
-    summary = {f"{value}_before": before["phi"], f"{value}_after": after["phi"], "p_class_before": before.get("p_class"),
-               "p_class_after": after.get("p_class"), "predicted_before": f.class_names[predicted[0]],
-               "predicted_after": f.class_names[predicted[1]], "mask_coverage": prep.px_mask.mean().item(),
-               **distances(best, inv.original.cpu(), prep.px_mask.cpu(), "foreground"),
-               "seconds": round(result.seconds, 2), "peak_memory_mb": round(peak_memory_mb(ctx.device), 1)}
-    writer = ctx.writer
-    writer.save_image(item_dir, "original.png", inv.original)
-    writer.save_image(item_dir, "reconstruction.png", prep.reconstruction)
-    writer.save_image(item_dir, "mask_overlay.png", overlay(inv.original, prep.px_mask))
-    writer.save_image(item_dir, "mask.png", prep.px_mask[0])  # grey, 1 = object: digin evaluate's regions
-    caption = (lambda m: f"phi {m['phi']:.3g}" + (f" p {m['p_class']:.2g}" if "p_class" in m else "")
-               + f"\nd {m['distance']:.3g}")
-    save_optimisation(ctx, item_dir, result, caption,
-                      {**item, "caption": prompt, "schedule": schedule.as_dict(), "crop_fraction": crop_fraction(ctx),
-                       "reconstruction_error": inv.reconstruction_error, "summary": summary},
-                      best_name="counterfactual.png")
-    return summary | ({"error": result.error} if result.error else {})
+def real_image_method(ctx: RunContext, cls, f: Classifier, cutouts, captioner=None, **kwargs):
+    """config → components → method: the method class ``cls`` over the run's editor (segmenter and inversion cache
+    built once), caption cache, optimizer settings and ``cutouts``, with the task's editing settings."""
+    editor = real_image_editor(ctx)
+    return cls.from_parts(f, image_preparer(ctx, editor, captioner), cls.edit_type.from_task(ctx.cfg.task),
+                          ctx.optim_settings(), cutouts, **kwargs)
 
 
-def before_after_strip(ctx: RunContext, folder: Path, name: str, original_dir: Path | None,
-                       edited: list[tuple[str, Path]], title: str, value: str = "phi") -> None:
-    """A Fig. 10/11-style strip: the test image, then each edit, captioned with φ·v and the class confidence."""
-    from PIL import Image
+def save_edit(ctx: RunContext, item_dir: Path, result: EditResult, error: bool = False) -> dict:
+    """Write an edit's item folder (``result.save`` through the run's writer, which stamps the config hash) and log
+    its images; returns the item's summary row (with the optimisation's ``error``, if any, when ``error``)."""
+    save_result(ctx, item_dir, result)
+    return result.summary | ({"error": result.error} if error and result.error else {})
 
-    def tile(item_dir: Path, key: str, label: str):
-        try:
-            summary = json.loads((item_dir / "metrics.json").read_text()).get("summary", {})
-            image = Image.open(item_dir / ("original.png" if key == "before" else "counterfactual.png"))
-        except (OSError, ValueError):
-            return None
-        p = summary.get(f"p_class_{key}")
-        return image.convert("RGB"), f"{label}\n{summary[f'{value}_{key}']:.3g}" + (f" ({p:.2f})" if p is not None
-                                                                               else "")
 
-    tiles = [t for t in ([tile(original_dir, "before", "test image")] if original_dir else [])
-             + [tile(d, "after", label) for label, d in edited] if t is not None]
-    if tiles:
-        ctx.writer.save_strip(folder, name, [t for t, _ in tiles], [c for _, c in tiles], title)
+def strip(ctx: RunContext, folder: Path, name: str, original_dir: Path | None, edited: list[tuple[str, Path]],
+          title: str, value: str = "phi") -> None:
+    """A Fig. 10/11-style strip over finished items (:func:`digin_cli.api.edits.before_after_strip`)."""
+    before_after_strip(ctx.writer, folder, name, original_dir, edited, title, value)
