@@ -76,7 +76,7 @@ def build_classifier(
     ``key`` is the config key the node came from (``classifier`` or ``classifier2``), so errors name the override
     the user has to pass. ``grad_checkpointing: auto`` checkpoints the classifier's activations only when the
     optimiser backpropagates the whole loss at once (``two_stage=False``): after the two-stage backward, which holds
-    one chunk of cutouts, it no longer lowers the peak and costs a recomputed forward (README, Benchmarks).
+    one chunk of cutouts, it no longer lowers the peak and costs a recomputed forward (docs/benchmarks.md).
     """
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate

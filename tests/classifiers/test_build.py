@@ -93,7 +93,7 @@ def test_an_option_the_classifier_does_not_take_is_named_in_one_line():
 
 @pytest.mark.parametrize("two_stage", [True, False])
 def test_auto_grad_checkpointing_follows_the_backward(two_stage):
-    # Measured (README, Benchmarks): after the two-stage backward it saves ~4 % of the peak for 1.3x the step time.
+    # Measured (docs/benchmarks.md): after the two-stage backward it saves ~4 % of the peak for 1.3x the step time.
     cfg = OmegaConf.create({"_target_": "digin_cli.classifiers.timm_zoo.TimmClassifier", "name": "test_resnet",
                             "pretrained": False, "grad_checkpointing": "auto"})
     clf = build_classifier(cfg, two_stage=two_stage)

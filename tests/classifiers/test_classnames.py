@@ -162,10 +162,11 @@ _README_OVERRIDE = re.compile(r"task\.(classes|targets|image_classes|filter_pred
 
 
 def _readme_classes() -> list[tuple[str, object, list[str]]]:
-    """(command, class, label set) for every class a README command names; commands on a user's own classifier
-    use the label set their names file holds (a test asset with the same file name)."""
+    """(command, class, label set) for every class a command in the README or docs/ names; commands on a user's own
+    classifier use the label set their names file holds (a test asset with the same file name)."""
     found = []
-    for line in (ROOT / "README.md").read_text().replace("\\\n", " ").splitlines():  # join continued lines
+    text = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))])
+    for line in text.replace("\\\n", " ").splitlines():  # join continued lines
         if "digin " not in line:
             continue
         overrides = _README_OVERRIDE.findall(line)

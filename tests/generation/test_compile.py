@@ -1,7 +1,7 @@
 """``optimizer.compile``: a torch.compile'd UNet with the prompt-to-prompt processors and per-step checkpointing.
 
 The backend is ``aot_eager``: the same Dynamo capture and AOTAutograd joint graph as inductor, without its code
-generation (minutes on a CPU; inductor's numbers are in the README's benchmarks).
+generation (minutes on a CPU; inductor's numbers are in docs/benchmarks.md).
 """
 
 import pytest
