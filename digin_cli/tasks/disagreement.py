@@ -10,6 +10,7 @@ from __future__ import annotations
 from digin_cli.classifiers import readable, resolve_in_both, same_label_set
 from digin_cli.context import RunContext
 from digin_cli.errors import DiginError
+from digin_cli.io.progress import track
 from digin_cli.objectives import Disagreement
 from digin_cli.optimize import DiginOptimizer
 from digin_cli.tasks.common import finish, run_items, save_optimisation
@@ -30,7 +31,7 @@ def run(ctx: RunContext) -> dict:
     mapped = not same_label_set(f.class_names, g.class_names)
     sd = ctx.generator
     sampler = ctx.sampler()
-    optimizer = DiginOptimizer(sampler, ctx.optim_settings())
+    optimizer = DiginOptimizer(sampler, ctx.optim_settings(), progress=track)
     null = sd.null_embedding()
     cutouts = ctx.cutouts()
 

@@ -28,6 +28,7 @@ from digin_cli.device import peak_memory_mb
 from digin_cli.errors import DiginError
 from digin_cli.features import classifier_key, top_activating_in_folders
 from digin_cli.generation.sampler import SamplerHooks
+from digin_cli.io.progress import track
 from digin_cli.objectives import FeatureActivation
 from digin_cli.optimize import DiginOptimizer
 from digin_cli.segmentation import build_segmenter
@@ -186,7 +187,7 @@ def run(ctx: RunContext) -> dict:
             hooks = SamplerHooks(before_step=pin_region(obj.latent_mask, obj.trajectory, float(task.keep_until),
                                                         sampler.num_steps))
             ctx.writer.save_image(item_dir, "mask_overlay.png", overlay(obj.image.cpu(), obj.px_mask.cpu()))
-        result = DiginOptimizer(sampler, settings, hooks).run(
+        result = DiginOptimizer(sampler, settings, hooks, progress=track).run(
             z_T, sd.encode_prompt(prompt), null, objective,
             description=f"neuron {n} {item['direction']} · seed {item['seed']}")
         init, best = result.initial.metrics, result.best.metrics

@@ -11,6 +11,7 @@ from digin_cli.classifiers import Classifier, resolve_class
 from digin_cli.context import RunContext
 from digin_cli.device import peak_memory_mb
 from digin_cli.errors import DiginError
+from digin_cli.io.progress import track
 from digin_cli.tasks.common import finish, run_items
 from digin_cli.tasks.common.neurons import check_feature
 
@@ -25,7 +26,7 @@ def prompt_explainer(ctx: RunContext):
     task = ctx.cfg.task
     check_prompt(clip_tokenizer(str(ctx.cfg.paths.cache_dir)), str(task.prefix), int(task.num_tokens),
                  str(task.init))
-    return PromptExplainer(ctx.generator, ctx.sampler(), ctx.optim_settings())
+    return PromptExplainer(ctx.generator, ctx.sampler(), ctx.optim_settings(), progress=track)
 
 
 def explanation_targets(ctx: RunContext, f: Classifier) -> list[dict]:

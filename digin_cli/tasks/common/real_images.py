@@ -15,6 +15,7 @@ from digin_cli.data import InputImage, load_inputs
 from digin_cli.data.images import imagenet_indices_of_classes
 from digin_cli.device import peak_memory_mb
 from digin_cli.errors import DiginError
+from digin_cli.io.progress import track
 from digin_cli.tasks.common import require_invertible_sampler, save_optimisation
 from digin_cli.tasks.common.inputs import crop_fraction, skip_unreadable
 
@@ -102,7 +103,8 @@ def real_image_editor(ctx: RunContext):
                            InversionCache(Path(str(cfg.paths.cache_dir)) / "inversions"),
                            sd_key=f"{cfg.generator.source}:{cfg.generator.pretrained or cfg.generator.get('seed')}",
                            inner_steps=int(task.inversion.inner_steps), early_stop=float(task.inversion.early_stop),
-                           mask_steps=float(task.mask_steps), max_injection=float(max(task.p2p.injections)))
+                           mask_steps=float(task.mask_steps), max_injection=float(max(task.p2p.injections)),
+                           progress=track)
 
 
 def require_editing(ctx: RunContext) -> None:
