@@ -9,7 +9,7 @@ CHECKPOINT = $(if $(ROBUST_RESNET50),classifier.checkpoint=$(ROBUST_RESNET50))
 
 .DEFAULT_GOAL := help
 .PHONY: help install dev demo test test-fast test-browser chromium bench bench-lean bench-vce bench-prompt \
-        bench-spurious fig6 fig8 fig10 fig11 explain-fig3 explain-fig4 explain-fig8 spurious-agreement clean-outputs clean
+        bench-spurious fig6 fig8 fig10 fig11 eval-imagenet-pairs explain-fig3 explain-fig4 explain-fig8 spurious-agreement clean-outputs clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -82,6 +82,16 @@ fig11: $(VENV)/.installed ## paper Fig. 11, NPCA components (IMAGENET_VAL, IMAGE
 	$(BIN)/digin experiment=fig11 $(CHECKPOINT) $(ARGS)
 	$(BIN)/digin experiment=fig11 $(CHECKPOINT) task.component_class=fireboat task.component=2 \
 		'task.image_classes=[grey whale,pirate ship]' $(ARGS)
+
+# ACE's ImageNet protocol: the run (a sweep folder, SHARDS=N jobs like fig8), then digin evaluate beside the published
+# FID. PAIRS_OUT is where it goes; EVAL_ARGS reach digin evaluate (e.g. --simsiam=/path/to/checkpoint_0099.pth.tar).
+PAIRS_OUT ?= outputs/paper/imagenet_pairs
+DIGIN ?= $(BIN)/digin
+eval-imagenet-pairs: $(VENV)/.installed ## ACE's ImageNet pairs: explain, evaluate, published numbers beside (IMAGENET_VAL, GPU)
+	@test -n "$(IMAGENET_VAL)" || { echo "make eval-imagenet-pairs: set IMAGENET_VAL=/path/to/imagenet/val (one folder per class)"; exit 2; }
+	@test -d "$(IMAGENET_VAL)" || { echo "make eval-imagenet-pairs: ImageNet val folder '$(IMAGENET_VAL)' not found — set IMAGENET_VAL=/path/to/imagenet/val"; exit 2; }
+	$(DIGIN) $(if $(SHARDS),$(SHARDING),-m) experiment=imagenet_pairs hydra.sweep.dir=$(PAIRS_OUT) $(ARGS)
+	$(DIGIN) evaluate $(PAIRS_OUT) --protocol imagenet_pairs $(EVAL_ARGS)
 
 explain-fig3: $(VENV)/.installed ## DiffExplainer Fig. 3: "dog sled", "bee", "flagpole" (ROBUST_RESNET50=/path/to/weights, GPU)
 	$(BIN)/digin experiment=explain_fig3 $(CHECKPOINT) $(ARGS)

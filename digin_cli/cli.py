@@ -155,8 +155,21 @@ def report_main(argv: list[str]) -> None:
         print(page)
 
 
+def evaluate_main(argv: list[str]) -> None:
+    """``digin evaluate <run or sweep folder> [--metrics ...]``: argparse in digin_cli/evaluation/cli.py."""
+    from digin_cli.evaluation.cli import main as evaluate
+
+    try:
+        evaluate(argv)
+    except DiginError as err:
+        print(f"digin: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    if sys.argv[1:2] == ["evaluate"]:  # a subcommand, not an override: Hydra never sees it
+        return evaluate_main(sys.argv[2:])
     if sys.argv[1:2] == ["report"]:  # a subcommand, not an override: Hydra never sees it
         try:
             report_main(sys.argv[2:])

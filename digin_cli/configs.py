@@ -127,6 +127,8 @@ def check_config(cfg: DictConfig) -> None:
         raise DiginError(f"task.keep_object must be true or false, got {cfg.task.keep_object!r} — pass e.g. "
                          "task.keep_object=true")
     _int_list(cfg, "task.seeds")
+    _number(cfg, "task.tau", float, 0, above=True, optional=True, example="2.0")  # hard prompts' temperature
+    _number(cfg, "task.tau_end", float, 0, above=True, optional=True, example="0.5")
     _int_list(cfg, "task.indices")
     num_shards = _number(cfg, "task.num_shards", int, 1, optional=True, example="8")
     shard = _number(cfg, "task.shard_index", int, 0, optional=True, example="0")

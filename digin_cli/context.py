@@ -20,6 +20,13 @@ from digin_cli.io.writer import Writer
 from digin_cli.optimize import OptimSettings
 
 
+def optim_settings(opt: DictConfig) -> OptimSettings:
+    """The loop's settings from an ``optimizer`` config node (the torch optimizer instantiated as a partial)."""
+    fields = {k: v for k, v in OmegaConf.to_container(opt, resolve=True).items()
+              if k in OptimSettings.__dataclass_fields__ and k not in ("optimizer", "chunk")}
+    return OptimSettings(**fields, chunk=int(opt.augment.get("chunk", 4)), optimizer=instantiate(opt.optimizer))
+
+
 @dataclass
 class RunContext:
     cfg: DictConfig
@@ -59,10 +66,7 @@ class RunContext:
         return cls(self.generator, compile=self.cfg.optimizer.get("compile", False))
 
     def optim_settings(self) -> OptimSettings:
-        opt = self.cfg.optimizer
-        fields = {k: v for k, v in OmegaConf.to_container(opt, resolve=True).items()
-                  if k in OptimSettings.__dataclass_fields__ and k not in ("optimizer", "chunk")}
-        return OptimSettings(**fields, chunk=int(opt.augment.get("chunk", 4)), optimizer=instantiate(opt.optimizer))
+        return optim_settings(self.cfg.optimizer)
 
     def cutouts(self) -> Cutouts:
         return Cutouts(**{k: v for k, v in self.cfg.optimizer.augment.items() if k != "chunk"}, generator=self.rng)

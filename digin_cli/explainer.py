@@ -54,6 +54,9 @@ class Explanation:
     """``num_samples`` images (N,3,H,W) on CPU from z the optimisation never saw."""
     sample_metrics: list[dict[str, float]]
     sample_seeds: list[int]
+    prompt_states: list[dict] | None = None
+    """A hard prompt's :meth:`~digin_cli.generation.prompts.HardPrompt.state` per iterate, taken when the iterate
+    was rendered (before its optimiser step): the argmax text, top probability, entropy, tau, sampled text."""
 
     @property
     def text(self) -> str | None:
@@ -78,8 +81,10 @@ class PromptExplainer:
         return SoftPrompt(self.sd.text_encoder, self.sd.tokenizer, prefix, num_tokens, init, seed)
 
     def hard_prompt(self, prefix: str = "", num_tokens: int = 1, init: str = "random", seed: int = 0,
-                    tau: float = 1.0, whole_words: bool = False) -> HardPrompt:
-        return HardPrompt(self.sd.text_encoder, self.sd.tokenizer, prefix, num_tokens, init, seed, tau, whole_words)
+                    tau: float = 1.0, whole_words: bool = False, vocabulary: list[int] | None = None,
+                    tau_end: float | None = None) -> HardPrompt:
+        return HardPrompt(self.sd.text_encoder, self.sd.tokenizer, prefix, num_tokens, init, seed, tau, whole_words,
+                          vocabulary, tau_end)
 
     @torch.no_grad()
     def sample(self, cond: torch.Tensor, seeds: list[int]) -> torch.Tensor:
@@ -95,7 +100,15 @@ class PromptExplainer:
                 description: str = "explaining", callback: Callable[[Iterate], None] | None = None) -> Explanation:
         """Optimise ``prompt`` (Eq. 3-5, z resampled from the stream of ``seed``), then draw ``num_samples``."""
         variables = PromptVariables(prompt, self.sampler, seed, self.settings, self.null)
-        optimizer = DiginOptimizer(self.sampler, self.settings, callback=callback, progress=self.progress)
+        states = [] if isinstance(prompt, HardPrompt) else None
+
+        def record(iterate: Iterate) -> None:  # after the iterate's step; prompt_state was taken as it was drawn
+            if states is not None:
+                states.append(variables.prompt_state)
+            if callback is not None:
+                callback(iterate)
+
+        optimizer = DiginOptimizer(self.sampler, self.settings, callback=record, progress=self.progress)
         result = optimizer.optimize(variables, objective, description)
         selected = {k.removeprefix("prompt."): v for k, v in result.inputs.items() if k.startswith("prompt.")}
         if selected:
@@ -107,4 +120,4 @@ class PromptExplainer:
         samples = self.sample(cond, seeds) if seeds else torch.empty(0)
         with torch.no_grad():
             metrics = [objective(image[None].to(self.sd.device), False)[1] for image in samples]
-        return Explanation(result, prompt, cond, samples, metrics, seeds)
+        return Explanation(result, prompt, cond, samples, metrics, seeds, states)

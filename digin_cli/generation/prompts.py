@@ -14,6 +14,7 @@ the position embeddings, the causal mask and the final layer norm stay the libra
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -119,6 +120,15 @@ class SoftPrompt(nn.Module):
             hidden = self.text_encoder(self.input_ids.to(self.embedding_matrix.device), attention_mask=None)[0]
         return hidden.float()
 
+    @torch.no_grad()
+    def norms(self) -> dict:
+        """The learned rows' L2 norms against CLIP's mean token-embedding norm: rows drifting far from it leave
+        the text manifold the UNet was trained on (the soft prompt's risk; a hard prompt's rows are vocabulary
+        rows)."""
+        rows = self.token_embeddings(sample=False).float().norm(dim=-1)
+        vocab = self.embedding_matrix.float().norm(dim=-1).mean().item()
+        return {"row_norms": rows.tolist(), "vocab_mean_norm": vocab, "ratio": rows.mean().item() / vocab}
+
     def nearest_tokens(self, k: int = 5) -> list[list[str]]:
         """For each learnable row, the k vocabulary tokens nearest in cosine similarity, decoded: a readable hint."""
         with torch.no_grad():
@@ -129,28 +139,68 @@ class SoftPrompt(nn.Module):
         return [[self.tokenizer.decode([i]).strip() for i in row] for row in top]
 
 
+def vocabulary_ids(tokenizer, vocabulary) -> list[int] | None:
+    """Token ids of a hard prompt's candidate words (``task.vocabulary``: a list of words or a text file, one word a
+    line, ``#`` comments); None for the whole vocabulary. A hard prompt draws one token per slot, so a word CLIP
+    splits into several tokens cannot be a candidate: it is refused rather than cut to its first piece."""
+    if vocabulary is None or vocabulary == "":
+        return None
+    if isinstance(vocabulary, (str, Path)):
+        path = Path(vocabulary).expanduser()
+        if not path.is_file():
+            raise DiginError(f"task.vocabulary file '{vocabulary}' does not exist — give a text file with one word a "
+                             "line, or a list, e.g. task.vocabulary='[flower,honey,wasp]'")
+        words = [line.split("#")[0].strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    else:
+        words = [str(w).strip() for w in vocabulary]
+    ids: list[int] = []
+    for word in filter(None, words):
+        pieces = tokenizer(word, add_special_tokens=False).input_ids
+        if len(pieces) != 1:
+            shown = " + ".join(tokenizer.convert_ids_to_tokens(pieces)) or "nothing"
+            raise DiginError(f"task.vocabulary word '{word}' is {len(pieces)} CLIP tokens ({shown}); a hard prompt "
+                             "picks one token per slot — drop it or use a one-token synonym")
+        if pieces[0] not in ids:
+            ids.append(pieces[0])
+    if not ids:
+        raise DiginError("task.vocabulary holds no words — list candidate words, e.g. task.vocabulary='[flower,honey]'")
+    return ids
+
+
 class HardPrompt(SoftPrompt):
     """Hard prompt (DiffExplainer Sec. 4.4): one logit vector over the vocabulary per learnable token.
 
-    Training draws ``gumbel_softmax(logits, tau, hard=True)``: a one-hot row (a real vocabulary token) in the
-    forward pass, the relaxed softmax's gradient in the backward pass (straight-through), times the embedding matrix.
-    Special tokens are masked out; ``whole_words`` keeps only whole-word tokens (``</w>``), as DEXTER does. The
-    explanation is the decoded argmax, and final images are generated from that text.
+    Training draws ``gumbel_softmax(logits, tau, hard=True)``: a one-hot row (a real vocabulary token, distributed as
+    softmax(logits) whatever tau) in the forward pass, the relaxed softmax's gradient in the backward pass
+    (straight-through), times the embedding matrix. Special tokens are masked out; ``whole_words`` keeps only
+    whole-word tokens (``</w>``), as DEXTER does; ``vocabulary`` (token ids) keeps only those. The explanation is the
+    decoded argmax, and final images are generated from that text.
 
     Args:
-        tau: the Gumbel-softmax temperature.
+        tau: the Gumbel-softmax temperature (backward only: it sets how far the relaxed gradient reaches).
         whole_words: restrict the vocabulary to whole-word tokens.
-        (others as :class:`SoftPrompt`; ``init`` = ``random`` logits N(0, 1), or a word whose first token starts
-        with a logit margin of 5.)
+        vocabulary: candidate token ids (:func:`vocabulary_ids`), or None for all allowed tokens.
+        tau_end: anneal tau geometrically to this value over the optimisation (:meth:`set_progress`); None: fixed.
+        (others as :class:`SoftPrompt`; ``init`` = ``random`` logits N(0, INIT_SCALE²), or a word whose first token
+        starts with a logit margin of 5.)
     """
 
+    INIT_SCALE = 1e-3
+    """Random logits this small make the first samples uniform over the candidates (Gumbel noise has std 1.28): the
+    initial argmax is a tie-breaker that the first optimiser step overturns, not a choice the text inherits."""
+
     def __init__(self, text_encoder, tokenizer, prefix: str = "", num_tokens: int = 1, init: str = "random",
-                 seed: int = 0, tau: float = 1.0, whole_words: bool = False):
-        if float(tau) <= 0:
-            raise DiginError(f"the Gumbel-softmax temperature tau must be > 0, got {tau}")
+                 seed: int = 0, tau: float = 1.0, whole_words: bool = False, vocabulary: list[int] | None = None,
+                 tau_end: float | None = None):
+        for name, value in (("tau", tau), ("tau_end", tau_end)):
+            if value is not None and not float(value) > 0:
+                raise DiginError(f"the Gumbel-softmax temperature task.{name} must be > 0, got {value} — pass e.g. "
+                                 f"task.{name}=1.0")
         self._whole_words = bool(whole_words)  # read by _init_parameters during super().__init__
+        self._vocabulary = None if vocabulary is None else [int(i) for i in vocabulary]
         super().__init__(text_encoder, tokenizer, prefix, num_tokens, init, seed)
-        self.tau = float(tau)
+        self.tau_start = self.tau = float(tau)
+        self.tau_end = float(tau) if tau_end is None else float(tau_end)
 
     def _init_parameters(self, init: str, seed: int) -> None:
         vocab = self.embedding_matrix.shape[0]
@@ -159,20 +209,37 @@ class HardPrompt(SoftPrompt):
         if self._whole_words:
             tokens = self.tokenizer.convert_ids_to_tokens(list(range(vocab)))
             allowed &= torch.tensor([t is not None and t.endswith("</w>") for t in tokens])
+        if self._vocabulary is not None:
+            listed = torch.zeros(vocab, dtype=torch.bool)
+            listed[self._vocabulary] = True
+            if not (allowed & listed).any():
+                raise DiginError("no task.vocabulary word is an allowed token (special or, with task.whole_words, "
+                                 "word pieces) — list whole words")
+            allowed &= listed
         self.register_buffer("mask", torch.where(allowed, 0.0, -float("inf")).to(self.embedding_matrix.device),
                              persistent=False)
         if init == "random":
-            logits = torch.randn(self.num_tokens, vocab, generator=torch.Generator().manual_seed(int(seed)))
+            generator = torch.Generator().manual_seed(int(seed))
+            logits = self.INIT_SCALE * torch.randn(self.num_tokens, vocab, generator=generator)
         else:
             logits = torch.zeros(self.num_tokens, vocab)
             logits[:, words_to_ids(self.tokenizer, init, "init word")[0]] = 5.0
         self.logits = nn.Parameter(logits.to(self.embedding_matrix.device))
+        self.last_sample: list[int] | None = None
+
+    def set_progress(self, fraction: float) -> None:
+        """Anneal tau geometrically from ``tau`` (fraction 0) to ``tau_end`` (fraction 1)."""
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        self.tau = self.tau_start * (self.tau_end / self.tau_start) ** fraction
 
     def one_hot(self, sample: bool = True) -> torch.Tensor:
         """``(N, V)`` one-hot rows: a straight-through Gumbel sample when ``sample``, else the argmax."""
         logits = self.logits + self.mask
         if sample:
-            return F.gumbel_softmax(logits, tau=self.tau, hard=True)
+            drawn = F.gumbel_softmax(logits, tau=self.tau, hard=True)
+            self.last_sample = drawn.detach().argmax(-1).tolist()
+            return drawn
+        self.last_sample = None
         return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
 
     def token_embeddings(self, sample: bool = True) -> torch.Tensor:
@@ -182,6 +249,18 @@ class HardPrompt(SoftPrompt):
         """The current discrete tokens (argmax of the masked logits)."""
         return (self.logits + self.mask).argmax(-1).tolist()
 
-    def text(self) -> str:
-        """The prompt as text: prefix and the argmax tokens, decoded (the textual explanation)."""
-        return self.tokenizer.decode(self.prefix_ids + self.token_ids()).strip()
+    def text(self, ids: list[int] | None = None) -> str:
+        """The prompt as text: prefix and the argmax tokens (or ``ids``), decoded (the textual explanation)."""
+        return self.tokenizer.decode(self.prefix_ids + (self.token_ids() if ids is None else list(ids))).strip()
+
+    @torch.no_grad()
+    def state(self) -> dict:
+        """Where the distribution stands: the argmax text and its learned words, per token its probability (the
+        chance a sample draws it) and the entropy in nats, the current tau, and the words of the last training
+        sample (what that iterate's image was generated from; None for an argmax render)."""
+        probs = torch.softmax((self.logits + self.mask).float(), -1)
+        entropy = -(probs * probs.clamp_min(1e-30).log()).sum(-1)
+        words = self.tokenizer.decode(self.token_ids()).strip()
+        sampled = None if self.last_sample is None else self.tokenizer.decode(self.last_sample).strip()
+        return {"text": self.text(), "words": words, "top_prob": probs.max(-1).values.tolist(),
+                "entropy": entropy.tolist(), "tau": self.tau, "sampled": sampled}

@@ -328,7 +328,14 @@ def render_run(run_dir: str | Path, key_images: Sequence[str] | None = None) -> 
         items_failed=sum(item.status == "failed" for item in items),
         numbers=numbers,
         sweep_link=f"../{REPORT}" if sweep_page is not None else None,
+        evaluation=_evaluation(run_dir),
     )
+
+
+def _evaluation(folder: Path) -> Table | None:
+    """``digin evaluate``'s evaluation.csv (one row per group of items), when the folder has one."""
+    rows = _read_csv(folder / "evaluation.csv")
+    return _table(rows) if rows else None
 
 
 def write_report(run_dir: str | Path, key_images: Sequence[str] | None = None) -> Path:
@@ -380,6 +387,7 @@ def render_sweep(sweep_dir: str | Path) -> str:
         summary=_table(merged, job_link) if merged else None,
         files=[(name, _url(Path(name))) for name in ("sweep_status.csv", "summary.csv", "multirun.yaml")
                if (sweep_dir / name).is_file()],
+        evaluation=_evaluation(sweep_dir),
     )
 
 

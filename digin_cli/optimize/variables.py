@@ -90,7 +90,9 @@ class PromptVariables:
     def __init__(self, prompt: SoftPrompt, sampler: DDIMSampler, seed: int, settings: OptimSettings,
                  uncond: torch.Tensor | None = None):
         self.prompt, self.sampler, self.seed, self.uncond = prompt, sampler, int(seed), uncond
-        self.fresh = bool(settings.fresh_latent)
+        self.fresh, self.steps = bool(settings.fresh_latent), int(settings.steps)
+        self.prompt_state: dict | None = None
+        """A hard prompt's state (text, top probability, ...) when the last iterate's inputs were drawn."""
         self.groups = [{"params": [p for p in prompt.parameters() if p.requires_grad],
                         "lr": settings.lr * settings.cond_lr_factor}]
 
@@ -102,8 +104,13 @@ class PromptVariables:
 
     def inputs(self, iterate: int, train: bool) -> SamplerInputs:
         z_T, noise = self.sampler.seeded_start(self.latent_seed(iterate))
+        if train and hasattr(self.prompt, "set_progress"):  # a hard prompt's temperature schedule
+            self.prompt.set_progress(iterate / max(self.steps - 1, 1))
         uncond = self.uncond if self.sampler.guided else None
-        return SamplerInputs(z_T, self.prompt(sample=train), uncond, noise)
+        cond = self.prompt(sample=train)
+        # Read by per-iterate callbacks, which run after the step has moved the prompt.
+        self.prompt_state = self.prompt.state() if hasattr(self.prompt, "state") else None
+        return SamplerInputs(z_T, cond, uncond, noise)
 
     def project(self) -> None:
         pass

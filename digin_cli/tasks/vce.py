@@ -183,6 +183,7 @@ def run(ctx: RunContext) -> dict:
         writer.save_image(item_dir, "original.png", inv.original)
         writer.save_image(item_dir, "reconstruction.png", prep.reconstruction)
         writer.save_image(item_dir, "mask_overlay.png", overlay(inv.original, prep.px_mask))
+        writer.save_image(item_dir, "mask.png", prep.px_mask[0])  # grey, 1 = object: digin evaluate's regions
         writer.save_image(item_dir, "attention.png", prep.attention.expand(3, -1, -1))
         save_optimisation(ctx, item_dir, result, lambda m: f"p {m['p_target']:.3g} d {m['distance']:.3g}",
                           {**{k: v for k, v in item.items() if k != "plan"}, "caption": prep.source_prompt,

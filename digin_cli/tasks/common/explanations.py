@@ -71,6 +71,25 @@ def explanation_caption(m: dict) -> str:
     return " · ".join(parts) or f"loss {m['loss']:.3g}"
 
 
+def state_caption(state: dict | None) -> str:
+    """A hard prompt's argmax words and their probability under an iterate's image, and the sampled words its
+    training image was generated from when they differ."""
+    if state is None:
+        return ""
+    line = f"\n{state['words']} {min(state['top_prob']):.2g}"
+    return line + (f"\n(drew {state['sampled']})" if state["sampled"] not in (None, state["words"]) else "")
+
+
+def text_path(states: list[dict | None]) -> str:
+    """The argmax words each time they changed, e.g. "0: gradient · 12: honey · 40: bee" (report.html, summary)."""
+    path, last = [], None
+    for index, state in enumerate(states):
+        if state is not None and state["words"] != last:
+            path.append(f"{index}: {state['words']}")
+            last = state["words"]
+    return " · ".join(path)
+
+
 def save_explanation(ctx: RunContext, item_dir: Path, item: dict, explanation, per_row: int = 5,
                      extra_summary: dict | None = None, extra_metrics: dict | None = None) -> dict:
     """prompt.safetensors, samples.png (confidence / φ under each), loss.png, iterates.png, then metrics.json.
@@ -101,19 +120,27 @@ def save_explanation(ctx: RunContext, item_dir: Path, item: dict, explanation, p
     train = [i.train_loss for i in result.iterates]
     atomic_save_image(item_dir / "loss.png", line_chart({"loss (plain)": losses, "training loss": train},
                                                         title="loss per optimisation step (a new z each step)"))
+    states = list(explanation.prompt_states or [])
+    states += [None] * (len(result.iterates) - len(states))  # a run stopped by a non-finite loss
     kept = [i for i in result.iterates if i.image is not None]
     writer.save_strip(item_dir, "iterates.png", [i.image for i in kept],
-                      [f"it {i.index}\n{explanation_caption(i.metrics)}" for i in kept])
+                      [f"it {i.index}\n{explanation_caption(i.metrics)}{state_caption(states[i.index])}"
+                       for i in kept])
     mean = {k: sum(m[k] for m in explanation.sample_metrics) / len(explanation.sample_metrics)
             for k in (explanation.sample_metrics[0] if explanation.sample_metrics else {})}
     summary = {**{f"samples_{k}": v for k, v in mean.items()}, "loss_first": losses[0], "loss_last": losses[-1],
                "seconds": round(result.seconds, 2),
                **({"text": explanation.text} if explanation.text is not None else {}), **(extra_summary or {})}
+    if states and states[0] is not None:
+        summary |= {"initial_text": states[0]["text"], "top_prob": round(min(prompt.state()["top_prob"]), 4),
+                    "text_per_iterate": text_path(states)}
     metrics = {**item, **(extra_metrics or {}), "summary": summary, "nearest_tokens": prompt.nearest_tokens(5),
-               "text": explanation.text, "selected_iterate": result.best_index, "error": result.error,
-               "seconds": round(result.seconds, 3), "peak_memory_mb": round(peak_memory_mb(ctx.device), 1),
+               "text": explanation.text, "embedding_norms": prompt.norms(), "selected_iterate": result.best_index,
+               "error": result.error, "seconds": round(result.seconds, 3),
+               "peak_memory_mb": round(peak_memory_mb(ctx.device), 1),
                "sample_seeds": explanation.sample_seeds, "samples": explanation.sample_metrics,
-               "iterates": [{"index": i.index, "train_loss": i.train_loss, **i.metrics} for i in result.iterates]}
+               "iterates": [{"index": i.index, "train_loss": i.train_loss, **i.metrics, **(state or {})}
+                            for i, state in zip(result.iterates, states)]}
     if images:
         ctx.tracker.log_images({f"{item_dir.relative_to(ctx.output_dir)}/samples": images[0]})
     writer.save_metrics(item_dir, metrics)

@@ -173,6 +173,7 @@ def feature_counterfactual(ctx: RunContext, editor, prep, f: Classifier, activat
     writer.save_image(item_dir, "original.png", inv.original)
     writer.save_image(item_dir, "reconstruction.png", prep.reconstruction)
     writer.save_image(item_dir, "mask_overlay.png", overlay(inv.original, prep.px_mask))
+    writer.save_image(item_dir, "mask.png", prep.px_mask[0])  # grey, 1 = object: digin evaluate's regions
     caption = (lambda m: f"phi {m['phi']:.3g}" + (f" p {m['p_class']:.2g}" if "p_class" in m else "")
                + f"\nd {m['distance']:.3g}")
     save_optimisation(ctx, item_dir, result, caption,
