@@ -43,7 +43,7 @@ from digin_cli.generation.sampler import DDIMSampler, SamplerHooks
 from digin_cli.objectives import Objective
 from digin_cli.optimize.memory import MemoryPlan
 from digin_cli.optimize.settings import OptimSettings
-from digin_cli.optimize.variables import SamplerDeltas
+from digin_cli.optimize.variables import SamplerDeltas, Variables
 
 LossFunction = Callable[..., tuple[torch.Tensor, dict[str, float]]]
 """``loss_fn(images, augment, latents)`` -> (loss, metrics): an :class:`~digin_cli.objectives.Objective` (chunked in
@@ -180,7 +180,7 @@ class DiginOptimizer:
         deltas = SamplerDeltas(z_T, cond, uncond, self.settings, self.sampler.num_steps, noise)
         return self.optimize(deltas, objective, description)
 
-    def optimize(self, variables, objective: LossFunction, description: str = "optimising") -> OptimResult:
+    def optimize(self, variables: Variables, objective: LossFunction, description: str = "optimising") -> OptimResult:
         """Run ``settings.steps`` optimiser steps on ``variables`` plus a final evaluation-only iterate."""
         s = self.settings
         start = time.perf_counter()

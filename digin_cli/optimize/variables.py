@@ -9,6 +9,7 @@ sampler's ``seeded_start``, the expectation over z of the paper).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -27,6 +28,22 @@ class SamplerInputs:
     uncond: torch.Tensor | None
     noise: object | None = None
     """The stochastic sampler's recorded noise (``seeded_start``); None for DDIM."""
+
+
+class Variables(Protocol):
+    """What the loop asks of the thing it optimises; it owns nothing else."""
+
+    def param_groups(self) -> list[dict]:
+        """The optimiser's parameter groups (params + learning rate)."""
+
+    def inputs(self, iterate: int, train: bool) -> SamplerInputs:
+        """The sampler inputs of ``iterate`` (``train``: with grad, sampled; else the evaluation inputs)."""
+
+    def project(self) -> None:
+        """Called after every optimiser step (constraints on the variables)."""
+
+    def snapshot(self, inputs: SamplerInputs) -> dict[str, torch.Tensor]:
+        """Detached copies of what re-renders this iterate (``OptimResult.inputs``)."""
 
 
 class SamplerDeltas:
