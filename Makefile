@@ -8,8 +8,9 @@ export IMAGENET_TRAIN
 CHECKPOINT = $(if $(ROBUST_RESNET50),classifier.checkpoint=$(ROBUST_RESNET50))
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev demo test test-fast test-browser chromium bench bench-lean bench-vce bench-prompt \
-        bench-spurious fig6 fig8 fig10 fig11 eval-imagenet-pairs explain-fig3 explain-fig4 explain-fig8 spurious-agreement clean-outputs clean
+.PHONY: help install dev demo test test-fast test-browser test-slurm chromium bench bench-lean bench-vce bench-prompt \
+        bench-spurious fig6 fig8 fig10 fig11 eval-imagenet-pairs explain-fig3 explain-fig4 explain-fig8 spurious-agreement \
+        clean-outputs clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -48,6 +49,14 @@ chromium: ## install Debian's chromium + chromium-driver for the browser checks 
 
 test-browser: $(VENV)/.dev-installed chromium ## only the headless-Chromium checks (report.html, a study answered via Selenium)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m browser
+
+# The daemons live in one temporary folder; `cluster.sh down` stops those still up by their pids even when pytest
+# was killed before its own clean-up.
+test-slurm: $(VENV)/.dev-installed ## sweeps on a private single-node SLURM, with and without accounting (root, apt)
+	scripts/slurm/cluster.sh install
+	@dir=$$(mktemp -d /tmp/digin-slurm.XXXXXX); \
+	trap "for m in accounting none; do scripts/slurm/cluster.sh down $$dir/\$$m; done; rm -rf $$dir" EXIT; \
+	DIGIN_TEST_SLURM=1 DIGIN_SLURM_DIR=$$dir HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -p no:xdist -m slurm $(ARGS)
 
 bench: $(VENV)/.installed ## time / memory of one optimisation step vs T (tiny on CPU; sd15_random on GPU if present)
 	$(BIN)/python scripts/bench_step.py

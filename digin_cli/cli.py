@@ -159,29 +159,26 @@ def evaluate_main(argv: list[str]) -> None:
     """``digin evaluate <run or sweep folder> [--metrics ...]``: argparse in digin_cli/evaluation/cli.py."""
     from digin_cli.evaluation.cli import main as evaluate
 
-    try:
-        evaluate(argv)
-    except DiginError as err:
-        print(f"digin: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    evaluate(argv)
+
+
+def study_main(argv: list[str]) -> None:
+    """``digin study make|score ...``: argparse in digin_cli/study/cli.py."""
+    from digin_cli.study.cli import main as study
+
+    study(argv)
+
+
+SUBCOMMANDS = {"report": report_main, "evaluate": evaluate_main, "study": study_main}
+"""Words that, as the first argument, are subcommands, not overrides: Hydra never sees them."""
 
 
 def main() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
-    if sys.argv[1:2] == ["evaluate"]:  # a subcommand, not an override: Hydra never sees it
-        return evaluate_main(sys.argv[2:])
-    if sys.argv[1:2] == ["report"]:  # a subcommand, not an override: Hydra never sees it
+    subcommand = SUBCOMMANDS.get(sys.argv[1]) if len(sys.argv) > 1 else None
+    if subcommand is not None:
         try:
-            report_main(sys.argv[2:])
-        except DiginError as err:
-            print(f"digin: error: {err}", file=sys.stderr)
-            sys.exit(2)
-        return
-    if sys.argv[1:2] == ["study"]:  # digin study make|score (digin_cli.study.cli)
-        from digin_cli.study.cli import main as study_main
-
-        try:
-            study_main(sys.argv[2:])
+            subcommand(sys.argv[2:])
         except DiginError as err:
             print(f"digin: error: {err}", file=sys.stderr)
             sys.exit(2)

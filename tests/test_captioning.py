@@ -25,37 +25,6 @@ CONF = Path(__file__).resolve().parents[1] / "conf" / "captioner"
 PREFIX = "an image of a red fox"
 
 
-@pytest.fixture(scope="module")
-def tiny_captioner_dir(tmp_path_factory):
-    """A seeded tiny ViT -> GPT-2 VisionEncoderDecoderModel with a ViT image processor and SD's CLIP tokenizer,
-    written with save_pretrained: it loads through exactly the path a hub captioner takes."""
-    from transformers import (
-        GPT2Config,
-        ViTConfig,
-        ViTImageProcessor,
-        VisionEncoderDecoderConfig,
-        VisionEncoderDecoderModel,
-    )
-
-    tok = clip_tokenizer()
-    enc = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                    intermediate_size=64)
-    dec = GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=49408, n_positions=128, add_cross_attention=True,
-                     is_decoder=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    cfg = VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
-    cfg.decoder_start_token_id = tok.bos_token_id
-    cfg.pad_token_id = tok.pad_token_id
-    cfg.eos_token_id = tok.eos_token_id
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = VisionEncoderDecoderModel(config=cfg).eval()
-    folder = tmp_path_factory.mktemp("tiny-captioner")
-    model.save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
-
-
 def _image(seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.rand(1, 3, 40, 48, generator=g)

@@ -21,8 +21,8 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGIN = [sys.executable, "-m", "digin_cli.cli"]
-TINY = ["generator=tiny", "classifier=tiny_a", "segmentation=tiny_sam", "device=cpu", "generator.num_steps=4",
-        "optimizer.augment.num=4", "optimizer.steps=2", "optimizer.lr=0.05"]
+TINY = ["captioner=none", "generator=tiny", "classifier=tiny_a", "segmentation=tiny_sam", "device=cpu",
+        "generator.num_steps=4", "optimizer.augment.num=4", "optimizer.steps=2", "optimizer.lr=0.05"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
 SET_METRICS = ("fid", "kid_mean", "split_fid", "flip_rate", "l1_mean", "l2_background_median", "lpips_mean",
                "lpips_background_mean", "cout_mean", "s3_mean")

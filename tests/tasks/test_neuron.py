@@ -114,40 +114,14 @@ def test_class_neuron_pair_keeps_the_object(data, digin, tmp_path):
     assert s["phi_best"] - s["phi_init"] >= 0.15 * abs(s["phi_init"]) > 0, s
 
 
-@pytest.fixture(scope="module")
-def tiny_vlm(tmp_path_factory):
-    """A seeded tiny ViT -> GPT-2 image-to-text model with SD's CLIP tokenizer, written with save_pretrained."""
-    import torch
-    from transformers import (GPT2Config, ViTConfig, ViTImageProcessor, VisionEncoderDecoderConfig,
-                              VisionEncoderDecoderModel)
-
-    from digin_cli.generation.tokenizer import clip_tokenizer
-
-    tok = clip_tokenizer()
-    enc = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                    intermediate_size=64)
-    dec = GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=49408, n_positions=128, add_cross_attention=True,
-                     is_decoder=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    cfg = VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
-    cfg.decoder_start_token_id, cfg.pad_token_id, cfg.eos_token_id = tok.bos_token_id, tok.pad_token_id, \
-        tok.eos_token_id
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = VisionEncoderDecoderModel(config=cfg).eval()
-    folder = tmp_path_factory.mktemp("tiny-vlm")
-    model.save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
-
-
-def test_objects_auto_lists_the_top_training_images(data, digin, tiny_vlm, tmp_path):
+def test_objects_auto_lists_the_top_training_images(data, digin, tiny_captioner_dir, tmp_path):
     """task.objects=auto: the captioner group's model lists the objects of the neuron's top activating images of the
     whole paths.imagenet_train; their head nouns are the candidates, scored and chosen as a list would be."""
     from digin_cli.captioning.objects import nouns
 
     run = tmp_path / "run"
-    proc = digin("task=neuron", "task.neurons=[5]", "task.objects=auto", "captioner=hf", f"captioner.model={tiny_vlm}",
+    proc = digin("task=neuron", "task.neurons=[5]", "task.objects=auto", "captioner=hf",
+                 f"captioner.model={tiny_captioner_dir}",
                  "task.auto_images=3", "task.object_samples=2", "task.top_images=2", "optimizer.steps=1",
                  f"paths.imagenet_train={data / 'train'}", f"hydra.run.dir={run}", output=tmp_path)
     assert proc.returncode == 0, proc.stderr
