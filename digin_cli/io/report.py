@@ -33,7 +33,7 @@ from digin_cli.io.run_folder import (  # noqa: F401 — also this module's publi
     collect_items,
     is_run_folder,
     is_sweep_folder,
-    job_folders,
+    job_folders as _jobs,
     key_image_table,
     read_csv,
     read_json,
@@ -177,7 +177,7 @@ def render_sweep(sweep_dir: str | Path) -> str:
     if not sweep_dir.is_dir() or not is_sweep_folder(sweep_dir):
         raise DiginError(f"'{sweep_dir}' is not a digin sweep folder (no multirun.yaml, sweep_status.csv or job "
                          "folders) — pass a folder written by digin -m, e.g. outputs/<task>/multiruns/<sweep>")
-    jobs = {job.name: job for job in job_folders(sweep_dir)}
+    jobs = {job.name: job for job in _jobs(sweep_dir)}
     status_rows = read_csv(sweep_dir / "sweep_status.csv")
     if not status_rows:  # the sweep is still running (or was killed): the same columns from each job's status.json
         status_rows = []
@@ -245,7 +245,7 @@ def rebuild(folder: str | Path, key_images_of: Callable[[str | None], Sequence[s
             pages.append(write_sweep_report(folder.parent))  # its job links may now point at a page
         return pages
     if is_sweep_folder(folder):
-        pages = [write_report(job, key_images_of(task_of(job))) for job in job_folders(folder)]
+        pages = [write_report(job, key_images_of(task_of(job))) for job in _jobs(folder)]
         return [*pages, write_sweep_report(folder)]
     raise DiginError(f"'{folder}' is neither a digin run folder (config.yaml, status.json) nor a sweep folder "
                      "(multirun.yaml, sweep_status.csv) — pass the folder digin printed or wrote")
