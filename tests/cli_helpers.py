@@ -13,17 +13,25 @@ ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
 def run_digin(*args, env: dict | None = None, cwd=None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """``digin *args`` in a fresh process (this interpreter, the test environment plus ``env``)."""
-    return subprocess.run([*DIGIN, *(str(a) for a in args)], capture_output=True, text=True,
-                          env={**os.environ, **ENV, **(env or {})}, cwd=cwd, timeout=timeout)
+    """``digin *args`` in a fresh process (this interpreter, the test environment plus ``env``, where a None value
+    removes the variable)."""
+    full = {**os.environ, **ENV}
+    for key, value in (env or {}).items():
+        if value is None:
+            full.pop(key, None)
+        else:
+            full[key] = str(value)
+    return subprocess.run([*DIGIN, *(str(a) for a in args)], capture_output=True, text=True, env=full, cwd=cwd,
+                          timeout=timeout)
 
 
 def one_line_error(result, *needles: str) -> str:
     """Assert a failed run printed one ``digin: error:`` line holding every needle and no traceback; returns it.
 
-    ``result`` is a :class:`subprocess.CompletedProcess` or ``(exit code, stdout, stderr)`` of an in-process run.
+    ``result`` has ``returncode`` / ``stdout`` / ``stderr`` (a :class:`subprocess.CompletedProcess`) or is the
+    ``(exit code, stdout, stderr)`` of an in-process run.
     """
-    if isinstance(result, subprocess.CompletedProcess):
+    if hasattr(result, "returncode"):
         code, out, err = result.returncode, result.stdout, result.stderr
     else:
         code, out, err = result
