@@ -58,10 +58,12 @@ class RunContext:
         return self._classifiers[key]
 
     def sampler(self) -> DDIMSampler:
-        """The sampler named by ``generator.sampler``: ``ddim`` (DiG-IN) or ``lcm`` (DiffExplainer's LCM-LoRA)."""
-        opt = self.cfg.optimizer
+        """The sampler named by ``generator.sampler``: ``ddim`` (DiG-IN) or ``lcm`` (DiffExplainer's LCM-LoRA).
+
+        Its checkpointing is left at the default: ``optimizer.checkpointing`` reaches the loop, which alone decides
+        what is recomputed (:mod:`digin_cli.optimize.memory`)."""
         cls = LCMSampler if self.cfg.generator.get("sampler", "ddim") == "lcm" else DDIMSampler
-        return cls(self.generator, checkpointing=opt.checkpointing is not False, compile=opt.get("compile", False))
+        return cls(self.generator, compile=self.cfg.optimizer.get("compile", False))
 
     def optim_settings(self) -> OptimSettings:
         return optim_settings(self.cfg.optimizer)

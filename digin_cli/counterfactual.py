@@ -21,7 +21,7 @@ from digin_cli.generation.inversion import Inversion, InversionCache, invert
 from digin_cli.generation.models import StableDiffusion
 from digin_cli.generation.sampler import DDIMSampler, SamplerHooks
 from digin_cli.generation.token_alignment import token_alignment, word_token_indices
-from digin_cli.optimize import DiginOptimizer, Objective, OptimResult, OptimSettings
+from digin_cli.optimize import DiginOptimizer, LossFunction, OptimResult, OptimSettings, Progress
 from digin_cli.segmentation.base import Segmenter
 
 
@@ -97,8 +97,9 @@ class RealImageEditor:
 
     def __init__(self, sd: StableDiffusion, sampler: DDIMSampler, segmenter: Segmenter, cache: InversionCache,
                  sd_key: str, inner_steps: int = 10, early_stop: float = 1e-5, mask_steps: float = 0.5,
-                 max_injection: float = 0.5):
+                 max_injection: float = 0.5, progress: Progress | None = None):
         self.sd, self.sampler, self.segmenter, self.cache = sd, sampler, segmenter, cache
+        self.progress = progress  # the optimisation's progress bar (DiginOptimizer's ``progress``)
         self.sd_key, self.inner_steps, self.early_stop, self.mask_steps = sd_key, inner_steps, early_stop, mask_steps
         self.max_injection = float(max_injection)
 
@@ -148,7 +149,7 @@ class RealImageEditor:
         return SamplerHooks(cross_attention_kwargs=controller.cross_attention_kwargs,
                             before_step=pin_region(pinned, prepared.trajectory, schedule.blend, T))
 
-    def edit(self, prepared: PreparedImage, target_words: str | None, objective: Objective,
+    def edit(self, prepared: PreparedImage, target_words: str | None, objective: LossFunction,
              settings: OptimSettings, injections=(0.3, 0.4, 0.5), blends=(0.0, 0.3), description: str = "editing",
              keep: str = "background") -> tuple[OptimResult, Schedule, str]:
         """Swap the object words for ``target_words``, pick the best schedule, optimise; returns the result.
@@ -190,7 +191,7 @@ class RealImageEditor:
                         best = schedule
                 controller.window = (0.0, best.inject)
                 # Backward recomputes checkpointed steps, so it must run while the processors are installed.
-                result = DiginOptimizer(sampler, settings, self.hooks(prepared, best, keep)).run(
+                result = DiginOptimizer(sampler, settings, self.hooks(prepared, best, keep), progress=self.progress).run(
                     prepared.inversion.z_T, cond, uncond, objective, description)
         finally:
             controller.mode = "off"

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 
 class DiginError(Exception):
@@ -36,6 +37,37 @@ def hub_offline() -> bool:
 def why_not_downloaded() -> str:
     """Why weights missing from the local cache could not be fetched, for the one-line loading errors."""
     return "HF_HUB_OFFLINE is set" if hub_offline() else "the hub could not be reached (check HF_HUB_OFFLINE / network)"
+
+
+def load_error(source: str, err: BaseException, *, what: str, fix: str, local_what: str | None = None,
+               local_fix: str, pronoun: str = "them") -> DiginError:
+    """The one line for weights that ``from_pretrained`` (or the like) could not load from ``source``.
+
+    A path that exists gets the loader's own reason and ``local_fix`` ("cannot load <local_what> from folder '...'
+    (OSError: ...) — <local_fix>"); anything else is a hub id that is not in the local cache while the hub is off or
+    unreachable ("cannot load <what> '<id>': not in the local Hugging Face cache and <why> — download <pronoun> once
+    with network access (HF_HUB_OFFLINE=0), <fix>").
+    """
+    path = os.path.expanduser(str(source))
+    if os.path.exists(path):
+        first = str(err).splitlines()[0] if str(err) else ""
+        where = "from folder" if os.path.isdir(path) else "from"
+        return DiginError(f"cannot load {local_what or what} {where} '{source}' ({type(err).__name__}: {first}) — "
+                          f"{local_fix}")
+    return DiginError(f"cannot load {what} '{source}': not in the local Hugging Face cache and {why_not_downloaded()}"
+                      f" — download {pronoun} once with network access (HF_HUB_OFFLINE=0), {fix}")
+
+
+@contextmanager
+def hub_loading(source: str, *, what: str, fix: str, local_what: str | None = None, local_fix: str,
+                pronoun: str = "them") -> Iterator[None]:
+    """Run the ``from_pretrained`` calls of one model inside; their failures (missing files, offline hub, malformed
+    repo id: OSError / ValueError) become :func:`load_error`'s one line. DiginErrors raised inside pass as they are."""
+    try:
+        yield
+    except (OSError, ValueError) as err:
+        raise load_error(source, err, what=what, fix=fix, local_what=local_what, local_fix=local_fix,
+                         pronoun=pronoun) from None
 
 
 def user_error_in(err: BaseException | None) -> DiginError | None:

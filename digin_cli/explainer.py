@@ -17,7 +17,15 @@ from digin_cli.generation.models import StableDiffusion
 from digin_cli.generation.prompts import HardPrompt, SoftPrompt
 from digin_cli.generation.sampler import DDIMSampler
 from digin_cli.objectives import ClassCrossEntropy, ClassFeature, FeatureActivation, Objective
-from digin_cli.optimize import DiginOptimizer, Iterate, OptimResult, OptimSettings, PromptVariables, stream_seed
+from digin_cli.optimize import (
+    DiginOptimizer,
+    Iterate,
+    OptimResult,
+    OptimSettings,
+    Progress,
+    PromptVariables,
+    stream_seed,
+)
 
 
 def explanation_objective(classifier: Classifier, target: int | None, feature: int | None,
@@ -61,10 +69,12 @@ class PromptExplainer:
     Args:
         sd, sampler: the generator and its differentiable sampler.
         settings: the loop's settings (``conf/optimizer/prompt.yaml``: a new z per step, ``select: last``).
+        progress: the optimisation's progress bar (DiginOptimizer's ``progress``); None shows nothing.
     """
 
-    def __init__(self, sd: StableDiffusion, sampler: DDIMSampler, settings: OptimSettings):
-        self.sd, self.sampler, self.settings = sd, sampler, settings
+    def __init__(self, sd: StableDiffusion, sampler: DDIMSampler, settings: OptimSettings,
+                 progress: Progress | None = None):
+        self.sd, self.sampler, self.settings, self.progress = sd, sampler, settings, progress
         self.null = sd.null_embedding() if sampler.guided else None
 
     def soft_prompt(self, prefix: str = "", num_tokens: int = 1, init: str = "random", seed: int = 0) -> SoftPrompt:
@@ -98,8 +108,8 @@ class PromptExplainer:
             if callback is not None:
                 callback(iterate)
 
-        result = DiginOptimizer(self.sampler, self.settings, callback=record).optimize(variables, objective,
-                                                                                        description)
+        optimizer = DiginOptimizer(self.sampler, self.settings, callback=record, progress=self.progress)
+        result = optimizer.optimize(variables, objective, description)
         selected = {k.removeprefix("prompt."): v for k, v in result.inputs.items() if k.startswith("prompt.")}
         if selected:
             prompt.load_state_dict(selected)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,10 +31,9 @@ import torch
 
 from digin_cli.classifiers.base import Classifier
 from digin_cli.data.images import CROP_FRACTION, image_batches
-from digin_cli.io.atomic import atomic_write_bytes
 from digin_cli.io.progress import track
+from digin_cli.io.tensor_cache import TensorCache
 
-log = logging.getLogger(__name__)
 
 _FORMAT = "digin-features-1"
 
@@ -54,16 +52,12 @@ def classifier_key(cfg: Any) -> str:
     return json.dumps(values, sort_keys=True, default=str)
 
 
-class FeatureCache:
-    """Per-image features on disk: one ``<key>.safetensors`` per (classifier, file listing, resolution).
+class FeatureCache(TensorCache):
+    """Per-image features on disk: one ``<key>.safetensors`` per (classifier, file listing, resolution); atomic
+    entries and one extraction per key across parallel sweep jobs (:class:`TensorCache`)."""
 
-    Entries are written whole to a temp file and renamed (:func:`atomic_write_bytes`), so a reader sees no entry or
-    a complete one; :meth:`get_or_compute` holds a per-key ``filelock`` while extracting, so parallel sweep jobs
-    asking for the same statistics extract them once.
-    """
-
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+    format = _FORMAT
+    what = "feature cache"
 
     @staticmethod
     def key(classifier: str, files: Sequence[Path], resolution: int, crop_fraction: float = CROP_FRACTION) -> str:
@@ -75,49 +69,21 @@ class FeatureCache:
             digest.update(f"{os.path.abspath(f)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return digest.hexdigest()
 
-    def path(self, key: str) -> Path:
-        return self.root / f"{key}.safetensors"
-
     def get(self, key: str, count: int | None = None) -> torch.Tensor | None:
         """The cached ``(N, F)`` features, or None (no entry, an unreadable one, or one of the wrong length)."""
-        from safetensors import SafetensorError, safe_open
-
-        path = self.path(key)
-        if not path.is_file():
+        entry = self.read(key, ("features",))
+        if entry is None:
             return None
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                if (f.metadata() or {}).get("format") != _FORMAT:
-                    return None
-                features = f.get_tensor("features")
-        except (OSError, KeyError, ValueError, SafetensorError) as err:
-            log.warning("ignoring unreadable feature cache entry %s (%s)", path, err)
-            return None
+        features = entry[0]["features"]
         if features.ndim != 2 or (count is not None and len(features) != count):
             return None
         return features
 
     def put(self, key: str, features: torch.Tensor, files: Sequence[Path]) -> Path:
-        from safetensors.torch import save
-
-        meta = {"format": _FORMAT, "files": json.dumps([str(f) for f in files])}
-        return atomic_write_bytes(self.path(key), save({"features": features.detach().float().cpu().contiguous()},
-                                                       metadata=meta))
+        return self.write(key, {"features": features}, {"files": json.dumps([str(f) for f in files])})
 
     def get_or_compute(self, key: str, files: Sequence[Path], compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-        from filelock import FileLock
-
-        found = self.get(key, len(files))
-        if found is not None:
-            return found
-        self.root.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.root / f".{key}.lock")):
-            found = self.get(key, len(files))  # another job may have finished it while we waited
-            if found is not None:
-                return found
-            features = compute()
-            self.put(key, features, files)
-        return features
+        return self.once(key, lambda: self.get(key, len(files)), compute, lambda f: self.put(key, f, files))
 
 
 @torch.no_grad()

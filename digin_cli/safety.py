@@ -11,12 +11,11 @@ processor); this module runs it unchanged over image files and records the verdi
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
-from digin_cli.errors import DiginError, why_not_downloaded
+from digin_cli.errors import hub_loading
 from digin_cli.io.atomic import atomic_write_json
 from digin_cli.io.report import IMAGE_SUFFIXES, SAFETY
 
@@ -42,17 +41,12 @@ class SafetyChecker:
         from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
         from transformers import CLIPImageProcessor
 
-        try:
+        with hub_loading(source, what="the safety checker", pronoun="it",
+                         fix=f"or pass a local folder (huggingface-cli download {DEFAULT_CHECKER})",
+                         local_fix="point it at a folder holding StableDiffusionSafetyChecker.save_pretrained and "
+                                   "CLIPImageProcessor.save_pretrained files"):
             model = StableDiffusionSafetyChecker.from_pretrained(source)
             processor = CLIPImageProcessor.from_pretrained(source)
-        except (OSError, ValueError) as err:
-            if os.path.isdir(os.path.expanduser(source)):
-                raise DiginError(f"cannot load the safety checker from folder '{source}' ({type(err).__name__}) — "
-                                 "point it at a folder holding StableDiffusionSafetyChecker.save_pretrained and "
-                                 "CLIPImageProcessor.save_pretrained files") from None
-            raise DiginError(f"cannot load the safety checker '{source}': not in the local Hugging Face cache and "
-                             f"{why_not_downloaded()} — download it once with network access (huggingface-cli "
-                             f"download {DEFAULT_CHECKER}), or pass a local folder") from None
         return cls(model, processor, source, device)
 
     def __call__(self, images: Sequence) -> list[bool]:

@@ -159,7 +159,7 @@ def measure(spec: dict, sd, f, g) -> dict:
     gen, T, dev = spec["generator"], spec["T"], sd.device
     sd.num_steps = T  # the sampler builds its own scheduler for T
     mode = {"true": True, "false": False, "auto": "auto"}[spec["checkpointing"]]
-    sampler = DDIMSampler(sd, checkpointing=mode is not False, compile=spec.get("compile", False))
+    sampler = DDIMSampler(sd, compile=spec.get("compile", False))  # checkpointing: the loop's setting
     z, cond, null = sd.initial_latent(0), sd.encode_prompt("a photograph of a koala"), sd.null_embedding()
     objective = Disagreement(f, g, 105, Cutouts(spec["cutouts"], 0.3, 0.005))
     settings = dict(loss_steps=3, checkpointing=mode, two_stage=spec["two_stage"], chunk=spec["chunk"],
@@ -192,8 +192,8 @@ def measure(spec: dict, sd, f, g) -> dict:
         dc = torch.zeros((T, *cond.shape), device=dev, requires_grad=True)
         du = torch.zeros((T, *null.shape), device=dev, requires_grad=True)
         c, u = cond + dc, null + du
-        if optimizer.plain_steps is None:
-            optimizer.plain_steps = optimizer.plan_checkpointing(z_T, c, u)
+        if optimizer.memory.plain_steps is None:
+            optimizer.plan_checkpointing(z_T, c, u)
         ctx = meter.hooks() if meter else _null()
         with ctx:
             latents, images = optimizer.render(z_T, c, u)
@@ -216,9 +216,9 @@ def measure(spec: dict, sd, f, g) -> dict:
     out["autograd_peak_mb"] = meter.peak / 2**20
     out["peak_rss_mb"] = _peak_rss_mb()
     out["step_rss_rise_mb"] = out["peak_rss_mb"] - base_rss
-    out["plain_steps"] = optimizer.plain_steps
-    out["plain_decode"] = optimizer.plain_decode
-    out["step_bytes_mb"] = (optimizer.step_bytes or 0) / 2**20
+    out["plain_steps"] = optimizer.memory.plain_steps
+    out["plain_decode"] = optimizer.memory.plain_decode
+    out["step_bytes_mb"] = (optimizer.memory.step_bytes or 0) / 2**20
     if dev.type == "cuda":
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
         out["step_cuda_rise_mb"] = out["peak_cuda_mb"] - base_cuda

@@ -5,32 +5,21 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.cli_helpers import DIGIN, ENV, one_line_error, run_digin
+
 pytestmark = pytest.mark.slow
 
-DIGIN = [sys.executable, "-m", "digin_cli.cli"]
 FAST = ["experiment=demo", "optimizer.steps=2", "optimizer.augment.num=2", "generator.num_steps=3",
         "task.classes=[goldfish]"]
 
 
 def digin(*args, env=None, cwd=None):
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run([*DIGIN, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=300)
-
-
-def assert_one_line_error(proc, *needles):
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("digin: error:")]
-    assert len(errors) == 1, proc.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
+    return run_digin(*args, env=env, cwd=cwd, timeout=300)
 
 
 def only_run_dir(root: Path) -> Path:
@@ -135,7 +124,7 @@ def test_a_failing_sweep_job_is_recorded_the_others_run_and_the_exit_code_says_s
 
 def test_unknown_class_suggests_close_matches_and_writes_no_item(tmp_path):
     proc = digin(*FAST[:-1], "task.classes=[red fx]", f"paths.output_root={tmp_path}")
-    assert_one_line_error(proc, "red fx", "red fox")
+    one_line_error(proc, "red fx", "red fox")
     run = only_run_dir(tmp_path)
     status = json.loads((run / "status.json").read_text())
     assert status["status"] == "failed" and "red fox" in status["error"]
@@ -162,7 +151,7 @@ def test_unknown_class_suggests_close_matches_and_writes_no_item(tmp_path):
 ])
 def test_bad_overrides_fail_before_any_output(tmp_path, override, needles):
     proc = digin(*FAST, override, f"paths.output_root={tmp_path}")
-    assert_one_line_error(proc, *needles)
+    one_line_error(proc, *needles)
     assert not list(tmp_path.glob("*/runs/*"))
 
 
@@ -176,7 +165,7 @@ def test_bad_overrides_fail_before_any_output(tmp_path, override, needles):
 ])
 def test_bad_classifier_options_give_one_line(tmp_path, overrides, needles):
     proc = digin(*FAST, *overrides, f"paths.output_root={tmp_path}")
-    assert_one_line_error(proc, *needles)
+    one_line_error(proc, *needles)
     assert not list(tmp_path.rglob("*")), "the pre-flight refuses it: no run folder, no model loaded"
 
 
@@ -187,19 +176,19 @@ def test_bad_classifier_options_give_one_line(tmp_path, overrides, needles):
 ])
 def test_a_mistyped_key_suggests_the_close_key_of_the_composed_config(tmp_path, override, needles):
     proc = digin(*FAST, override, f"paths.output_root={tmp_path}")
-    assert_one_line_error(proc, *needles)
+    one_line_error(proc, *needles)
     assert not list(tmp_path.rglob("*"))
 
 
 def test_a_bad_value_anywhere_in_a_sweep_fails_before_any_job(tmp_path):
     proc = digin("-m", *FAST, "optimizer.lr=0.1,-1", f"paths.output_root={tmp_path}")
-    assert_one_line_error(proc, "optimizer.lr", "-1")
+    one_line_error(proc, "optimizer.lr", "-1")
     assert not list(tmp_path.rglob("status.json"))
 
 
 def test_unwritable_sweep_folder_fails_in_the_preflight(tmp_path):
     proc = digin("-m", *FAST, "seed=0,1", f"paths.output_root={tmp_path}", "hydra.sweep.dir=/proc/x/sweep")
-    assert_one_line_error(proc, "hydra.sweep.dir", "/proc/x/sweep")
+    one_line_error(proc, "hydra.sweep.dir", "/proc/x/sweep")
     assert not list(tmp_path.rglob("status.json"))
 
 
@@ -252,7 +241,7 @@ def test_a_killed_sweep_job_is_incomplete_and_a_rerun_completes_it_redoing_nothi
     sweep = tmp_path / "sweep"
     args = ["-m", *FAST[:-1], "optimizer.steps=1", "task.classes=[goldfish,red fox]", "seed=0", "hydra/launcher=local",
             f"paths.output_root={tmp_path}", f"hydra.sweep.dir={sweep}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, **ENV}
     proc = subprocess.Popen([*DIGIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     victim, deadline = None, time.time() + 280
     while victim is None and time.time() < deadline and proc.poll() is None:
@@ -313,7 +302,7 @@ def test_unwritable_output_folder(tmp_path):
         if os.access(locked, os.W_OK):
             pytest.skip("running as a user who can write anywhere (root)")
         proc = digin(*FAST, f"paths.output_root={locked}/out")
-        assert_one_line_error(proc, "paths.output_root")
+        one_line_error(proc, "paths.output_root")
     finally:
         locked.chmod(0o700)
 
@@ -322,7 +311,7 @@ def test_output_root_that_is_a_file(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     proc = digin(*FAST, f"paths.output_root={blocker}")
-    assert_one_line_error(proc, "paths.output_root")
+    one_line_error(proc, "paths.output_root")
 
 
 def test_cuda_requested_without_cuda(tmp_path):
@@ -331,12 +320,12 @@ def test_cuda_requested_without_cuda(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     proc = digin(*FAST, "device=cuda", f"paths.output_root={tmp_path}")
-    assert_one_line_error(proc, "device=cuda", "device=cpu")
+    one_line_error(proc, "device=cuda", "device=cpu")
     assert json.loads((only_run_dir(tmp_path) / "status.json").read_text())["status"] == "failed"
 
 
 def test_missing_weights_offline_names_model_and_fix(tmp_path):
     proc = digin("task=sample", "generator=sd15", "device=cpu", f"paths.output_root={tmp_path}",
                  env={"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
-    assert_one_line_error(proc, "stable-diffusion-v1-5/stable-diffusion-v1-5", "HF_HUB_OFFLINE",
+    one_line_error(proc, "stable-diffusion-v1-5/stable-diffusion-v1-5", "HF_HUB_OFFLINE",
                           "generator.pretrained=")

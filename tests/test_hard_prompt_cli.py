@@ -3,22 +3,18 @@ default settings ends on a text other than its initial argmax, and metrics.json 
 text per iterate. Plus task.vocabulary's one-line refusals through the CLI."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
+from tests.cli_helpers import one_line_error, run_digin
+
 pytestmark = pytest.mark.slow
 
-DIGIN = [sys.executable, "-m", "digin_cli.cli", "task=hard_prompt", "generator=tiny_lcm", "classifier=tiny_a",
-         "task.classes=[bee]", "device=cpu"]
+BASE = ["task=hard_prompt", "generator=tiny_lcm", "classifier=tiny_a", "task.classes=[bee]", "device=cpu"]
 
 
 def digin(tmp_path, *args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([*DIGIN, f"paths.output_root={tmp_path / 'out'}", f"paths.cache_dir={tmp_path / 'cache'}",
-                           *args], capture_output=True, text=True, env=env, timeout=600)
+    return run_digin(*BASE, f"paths.output_root={tmp_path / 'out'}", f"paths.cache_dir={tmp_path / 'cache'}", *args)
 
 
 def test_default_hard_prompt_moves_off_its_initial_argmax(tmp_path):
@@ -47,7 +43,5 @@ def test_default_hard_prompt_moves_off_its_initial_argmax(tmp_path):
 ])
 def test_bad_vocabulary_is_one_line_and_writes_no_item(tmp_path, vocabulary, needle):
     proc = digin(tmp_path, f"task.vocabulary={vocabulary}")
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr + proc.stdout
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("digin: error:")]
-    assert len(errors) == 1 and needle in errors[0], proc.stderr
+    one_line_error(proc, needle)
     assert not list((tmp_path / "out").glob("hard_prompt/runs/*/bee"))

@@ -4,17 +4,13 @@ listed; the centre crop fraction recorded with the results."""
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from PIL import Image, ImageDraw
 
+from tests.cli_helpers import one_line_error, run_digin
+
 pytestmark = pytest.mark.slow
-
-DIGIN = [sys.executable, "-m", "digin_cli.cli"]
-
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
@@ -38,17 +34,13 @@ def digin(work, *args, wandb=False):
             f"paths.output_root={work / 'out'}", f"paths.cache_dir={work / 'cache'}", "generator.num_steps=3",
             "optimizer.augment.num=2", "optimizer.steps=1", "task.targets=[goldfish]", "task.p2p.injections=[0.3]",
             "task.p2p.blends=[0.0]", *(["logger=offline"] if wandb else [])]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    return subprocess.run([*DIGIN, *base, *args], capture_output=True, text=True, env=env, timeout=600)
+    return run_digin(*base, *args, env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
 
 
 def test_unreadable_images_are_named_together_before_any_item_or_wandb_run(folder, tmp_path):
     proc = digin(tmp_path, f"task.images={folder}", wandb=True)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("digin: error:")]
-    assert len(errors) == 1, proc.stderr
-    assert "cannot read 2 images" in errors[0] and "broken.jpg" in errors[0] and "empty.jpg" in errors[0]
-    assert "notes.txt" not in errors[0] and "task.skip_unreadable=true" in errors[0]
+    error = one_line_error(proc, "cannot read 2 images", "broken.jpg", "empty.jpg", "task.skip_unreadable=true")
+    assert "notes.txt" not in error
     (run,) = (tmp_path / "out").glob("vce/runs/*")
     assert json.loads((run / "status.json").read_text())["status"] == "failed"
     assert not [p for p in run.iterdir() if p.is_dir() and not p.name.startswith(".")], "no item folder"
@@ -80,6 +72,6 @@ def test_skip_unreadable_runs_the_good_images_and_lists_the_bad_ones(folder, tmp
 ])
 def test_bad_input_options_are_one_line_in_the_preflight(tmp_path, override, needle, folder):
     proc = digin(tmp_path, f"task.images={folder}", override)
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("digin: error:")]
-    assert proc.returncode == 2 and len(errors) == 1 and needle in errors[0], proc.stderr
+    one_line_error(proc, needle)
+    assert proc.returncode == 2
     assert not (tmp_path / "out").exists()

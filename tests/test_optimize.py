@@ -104,7 +104,7 @@ def test_training_loss_is_the_weighted_sum_over_the_last_k_steps(setup):
     """A probe objective hands back one leaf per training call: its gradient is the weight that call's image got
     in the training loss, and its latents show which sampler step the image came from."""
     sd, f, g, cond, null = setup
-    sampler = DDIMSampler(sd, checkpointing=False)
+    sampler = DDIMSampler(sd)
     z_T = sd.initial_latent(1)
     calls = []
 
@@ -115,7 +115,7 @@ def test_training_loss_is_the_weighted_sum_over_the_last_k_steps(setup):
         calls.append((latents.detach().clone(), images.detach().clone(), weight_probe))
         return images.mean() * 0 + weight_probe, {}
 
-    settings = OptimSettings(steps=1, loss_steps=3)
+    settings = OptimSettings(steps=1, loss_steps=3, checkpointing=False)
     DiginOptimizer(sampler, settings).run(z_T, cond, null, probe)
     assert len(calls) == 3
     assert [c[2].grad.item() for c in calls] == pytest.approx([1 / 6, 2 / 6, 3 / 6])
@@ -140,7 +140,7 @@ def _grads(sd, objective, cond, null, seed=0, sampler=None, **settings):
     dc = torch.zeros((T, *cond.shape[-3:]), requires_grad=True)
     du = torch.zeros((T, *null.shape[-3:]), requires_grad=True)
     c, u = cond + dc, null + 0.5 * du  # a non-trivial path to the null deltas
-    opt.plain_steps = opt.plan_checkpointing(z, c, u)
+    opt.plan_checkpointing(z, c, u)
     latents, images = opt.render(z, c, u)
     torch.manual_seed(seed)  # cutouts come from the global RNG: the same draws for every variant
     loss = opt.training_backward(objective, images, latents, linear_weights(3))
@@ -251,7 +251,7 @@ def test_auto_checkpointing_fits_the_budget_and_keeps_gradients(setup):
     for budget_steps, plain in ((0.5, 0), (2.5, 2), (T + 0.5, T)):
         got, _, opt = _grads(sd, objective, cond, null, sampler=sampler, checkpointing="auto",
                              memory_budget_gb=budget_steps * step / 2**30)
-        assert opt.plain_steps == plain and opt.step_bytes == step
+        assert opt.memory.plain_steps == plain and opt.memory.step_bytes == step
         _assert_close(got, want)
         z = sd.initial_latent(0).clone().requires_grad_()
         c, u = cond.clone().requires_grad_(), null.clone().requires_grad_()  # as in the measured step
@@ -276,7 +276,7 @@ def test_auto_leaves_the_decode_plain_only_when_every_step_and_the_decoder_fit(s
     for extra, plain_decode in ((decode - 1, False), (decode, True)):
         got, _, opt = _grads(sd, objective, cond, null, sampler=sampler, checkpointing="auto",
                              memory_budget_gb=(T * step + extra) / 2**30)
-        assert opt.plain_steps == T and opt.plain_decode is plain_decode and opt.decode_bytes == decode
+        assert opt.memory.plain_steps == T and opt.memory.plain_decode is plain_decode and opt.memory.decode_bytes == decode
         _assert_close(got, want)
         u = sd.initial_latent(0).clone().requires_grad_()
         saved = _render_saved_bytes(opt, u, cond.clone().requires_grad_(), null.clone().requires_grad_())
@@ -292,3 +292,33 @@ def test_auto_checkpointing_without_budget_on_cpu_checkpoints_everything(setup):
     assert opt.plan_checkpointing(sd.initial_latent(0), cond, null) == 0
     assert DiginOptimizer(DDIMSampler(sd), OptimSettings(checkpointing=False)).plan_checkpointing(
         sd.initial_latent(0), cond, null) == DDIMSampler(sd).num_steps
+
+
+def test_checkpointing_is_the_loops_setting_whatever_the_sampler_was_built_with(setup):
+    """``optimizer.checkpointing`` alone decides what a training render keeps (there is no "follow the sampler"
+    value any more): the sampler's own flag changes nothing."""
+    sd, _, _, cond, null = setup
+    held = {}
+    for built_with in (True, False):
+        for setting in (True, False):
+            opt = DiginOptimizer(DDIMSampler(sd, checkpointing=built_with), OptimSettings(checkpointing=setting))
+            z = sd.initial_latent(0).clone().requires_grad_()
+            opt.plan_checkpointing(z, cond, null)
+            held[built_with, setting] = _render_saved_bytes(opt, z, cond.clone().requires_grad_(),
+                                                            null.clone().requires_grad_())
+    assert held[True, True] == held[False, True] < held[True, False] == held[False, False]
+
+
+def test_progress_reaches_the_loop_as_a_callback(setup):
+    sd, f, g, cond, null = setup
+    seen = []
+
+    def progress(iterates, description):
+        for it in iterates:
+            seen.append((description, it))
+            yield it
+
+    objective = Disagreement(f, g, target=1, cutouts=Cutouts(2, 0.3, 0.005))
+    result = DiginOptimizer(DDIMSampler(sd), OptimSettings(steps=2), progress=progress).run(
+        sd.initial_latent(0), cond, null, objective, description="planted")
+    assert seen == [("planted", 0), ("planted", 1), ("planted", 2)] and len(result.iterates) == 3

@@ -1,9 +1,6 @@
 """Half precision: bf16 is proven end to end on CPU against fp32; fp16 is refused wherever gradients flow."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,14 +13,8 @@ from digin_cli.generation.models import load_generator
 from digin_cli.generation.sampler import DDIMSampler
 from digin_cli.objectives import Disagreement
 from digin_cli.optimize import DiginOptimizer, OptimSettings
+from tests.cli_helpers import one_line_error, run_digin
 from tests.conftest import tiny_generator_cfg
-
-DIGIN = [sys.executable, "-m", "digin_cli.cli"]
-
-
-def digin(*args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([*DIGIN, *args], capture_output=True, text=True, env=env, timeout=600)
 
 
 def recording_adam(grads: list):
@@ -37,11 +28,9 @@ def recording_adam(grads: list):
 
 @pytest.mark.parametrize("task", ["disagreement", "vce"])
 def test_fp16_is_refused_for_optimisation_tasks_with_one_line(tmp_path, task):
-    proc = digin(f"task={task}", "dtype=fp16", "generator=tiny", "classifier=tiny_a", "segmentation=attention",
-                 f"paths.output_root={tmp_path}")
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("digin: error:")]
-    assert "dtype=fp16" in line and "dtype=bf16" in line
+    proc = run_digin(f"task={task}", "dtype=fp16", "generator=tiny", "classifier=tiny_a", "segmentation=attention",
+                     f"paths.output_root={tmp_path}")
+    one_line_error(proc, "dtype=fp16", "dtype=bf16")
     assert not list(tmp_path.iterdir())  # refused in the pre-flight, before any output
 
 
@@ -76,7 +65,7 @@ def test_bf16_disagreement_end_to_end_close_to_fp32(tmp_path):
               "task.seeds=[0]"]
     images = {}
     for dtype in ("fp32", "bf16"):
-        proc = digin(*common, f"dtype={dtype}", f"paths.output_root={tmp_path / dtype}")
+        proc = run_digin(*common, f"dtype={dtype}", f"paths.output_root={tmp_path / dtype}")
         assert proc.returncode == 0, proc.stderr
         (metrics,) = (tmp_path / dtype).glob("disagreement/runs/*/*/*/metrics.json")
         data = json.loads(metrics.read_text())

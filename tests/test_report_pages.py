@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,20 +15,18 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
+from tests.cli_helpers import DIGIN, ENV, one_line_error, run_digin
 from tests.report_checks import Page, check_page, images
 
 pytestmark = pytest.mark.slow
 
-DIGIN = [sys.executable, "-m", "digin_cli.cli"]
 FAST = ["experiment=demo", "optimizer.steps=2", "optimizer.augment.num=2", "generator.num_steps=3"]
 EVIL = "<script>alert(1)</script>"
 PROMPT = f"task.prompt='{EVIL} a photograph of a {{}}'"  # a config string that must come out escaped
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
 def digin(*args, timeout=300, env=None):
-    return subprocess.run([*DIGIN, *args], capture_output=True, text=True, env={**ENV, **(env or {})},
-                          timeout=timeout)
+    return run_digin(*args, env=env, timeout=timeout)
 
 
 def only(pattern: str, root: Path) -> Path:
@@ -91,7 +88,7 @@ def test_digin_report_rebuilds_the_same_page_and_escapes_file_names(disagreement
     assert "1_goldfish/seed_0/%3Cscript%3Ex.png" in page.references()
     assert "&lt;script&gt;x.png" in (run / "report.html").read_text()
     bad = digin("report", str(tmp_path / "missing"))
-    assert bad.returncode == 2 and bad.stderr.startswith("digin: error: no folder") and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and one_line_error(bad).startswith("digin: error: no folder")
     usage = digin("report")
     assert usage.returncode == 2 and usage.stderr.count("\n") == 1 and "usage: digin report <" in usage.stderr
 
@@ -140,7 +137,8 @@ def test_two_job_sweep_pages(tmp_path):
 def test_killed_job_leaves_a_page_of_the_items_it_finished(tmp_path):
     args = [*FAST, "optimizer.steps=4", "task.classes=[goldfish]", "task.seeds=[0,1,2,3]",
             f"paths.output_root={tmp_path}"]
-    proc = subprocess.Popen([*DIGIN, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    proc = subprocess.Popen([*DIGIN, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **ENV})
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:

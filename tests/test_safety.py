@@ -5,9 +5,6 @@ whose concept is a planted image): verdicts, records, loading, the one-line offl
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +12,7 @@ import pytest
 from digin_cli.errors import DiginError
 from digin_cli.io.report import render_run
 from digin_cli.safety import SafetyChecker, check_files, check_folder
+from tests.cli_helpers import one_line_error, run_digin
 from tests.report_checks import Page
 from tests.study.helpers import picture, planted, tiny_checker, vce_run
 
@@ -81,11 +79,10 @@ def test_safety_true_in_a_run_records_every_item_and_blurs(checker, tmp_path):
     weights["concept_embeds_weights"][0] = -1.0
     save_file(weights, folder / "model.safetensors")
     assert config  # a real saved config travelled with it
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path.cwd())}
-    args = [sys.executable, "-m", "digin_cli.cli", "experiment=demo", "optimizer.steps=1", "optimizer.augment.num=2",
-            "generator.num_steps=2", "task.classes=[goldfish]", "task.seeds=[0]", f"paths.output_root={tmp_path}"]
-    proc = subprocess.run([*args, "safety=true", f"safety_checker={folder}"], capture_output=True, text=True,
-                          env=env, timeout=600)
+    env = {"PYTHONPATH": str(Path.cwd())}
+    args = ["experiment=demo", "optimizer.steps=1", "optimizer.augment.num=2", "generator.num_steps=2",
+            "task.classes=[goldfish]", "task.seeds=[0]", f"paths.output_root={tmp_path}"]
+    proc = run_digin(*args, "safety=true", f"safety_checker={folder}", env=env)
     assert proc.returncode == 0, proc.stderr
     (run,) = (tmp_path / "disagreement" / "runs").iterdir()
     (item,) = [p.parent for p in run.rglob("metrics.json")]
@@ -94,7 +91,6 @@ def test_safety_true_in_a_run_records_every_item_and_blurs(checker, tmp_path):
     page = Page(run / "report.html")
     assert all("unsafe" in a.get("class", "") for tag, a in page.tags if tag == "img")
 
-    proc = subprocess.run([*args, "safety=true", "hydra.run.dir=" + str(tmp_path / "offline")], capture_output=True,
-                          text=True, env=env, timeout=600)
-    assert proc.returncode == 2 and "stable-diffusion-safety-checker" in proc.stderr.strip().splitlines()[-1]
+    proc = run_digin(*args, "safety=true", "hydra.run.dir=" + str(tmp_path / "offline"), env=env)
+    assert proc.returncode == 2 and "stable-diffusion-safety-checker" in one_line_error(proc)
     assert not list((tmp_path / "offline").rglob("metrics.json"))  # refused before any item ran

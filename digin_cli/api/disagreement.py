@@ -43,13 +43,15 @@ class Disagreement:
     cutouts: Cutouts | None = None
     prompt: str = "a photograph of a {}"
     sampler: object = None
+    progress: object = None
+    """The optimisation's progress callback (DiginOptimizer's ``progress``; the CLI passes its bar); None: silent."""
 
     def __post_init__(self):
         if self.settings is None or self.cutouts is None:  # the CLI's defaults: conf/optimizer/adam.yaml
             settings, cutouts = optimizer_settings("adam")
             self.settings, self.cutouts = self.settings or settings, self.cutouts or cutouts
         self.sampler = self.sampler or default_sampler(self.gen, self.settings)
-        self._optimizer = DiginOptimizer(self.sampler, self.settings)
+        self._optimizer = DiginOptimizer(self.sampler, self.settings, progress=self.progress)
 
     def generate(self, class_: str | int, seed: int = 0, *, rng: torch.Generator | None = None,
                  class_g: int | None = None, description: str | None = None) -> OptimisationResult:

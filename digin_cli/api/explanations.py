@@ -43,11 +43,13 @@ class PromptExplainer:
     settings: OptimSettings | None = None
     text_settings: OptimSettings | None = None
     sampler: object = None
+    progress: object = None
+    """The optimisation's progress callback (DiginOptimizer's ``progress``; the CLI passes its bar); None: silent."""
 
     def __post_init__(self):
         self.settings = self.settings or _preset("prompt")
         self.sampler = self.sampler or default_sampler(self.gen, self.settings)
-        self._engine = explainer.PromptExplainer(self.gen, self.sampler, self.settings)
+        self._engine = explainer.PromptExplainer(self.gen, self.sampler, self.settings, progress=self.progress)
 
     def explain(self, class_: str | int | None = None, feature: int | None = None, *, seed: int = 0,
                 prefix: str = "", num_tokens: int = 1, init: str = "random", num_samples: int = 10,
@@ -76,7 +78,7 @@ class PromptExplainer:
         ids = vocabulary_ids(self.gen.tokenizer, words)
         if self.text_settings is None:
             self.text_settings = _preset("hard_prompt")
-        engine = explainer.PromptExplainer(self.gen, self.sampler, self.text_settings)
+        engine = explainer.PromptExplainer(self.gen, self.sampler, self.text_settings, progress=self.progress)
         prompt = engine.hard_prompt(str(prefix), int(num_tokens), str(init), int(seed), float(tau), bool(whole_words),
                                     ids, None if tau_end is None else float(tau_end))
         return self._run(engine, prompt, class_, feature, seed, num_samples, feature_weight, callback)

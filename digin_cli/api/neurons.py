@@ -78,6 +78,8 @@ class NeuronVisualiser:
     keep_until: float = 0.3
     mask_steps: float = 0.5
     sampler: object = None
+    progress: object = None
+    """The optimisation's progress callback (DiginOptimizer's ``progress``; the CLI passes its bar); None: silent."""
     _scores: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -116,7 +118,7 @@ class NeuronVisualiser:
             hooks = SamplerHooks(before_step=pin_region(obj.latent_mask, obj.trajectory, self.keep_until,
                                                         self.sampler.num_steps))
             extra["mask_overlay.png"] = overlay(obj.image.cpu(), obj.px_mask.cpu())
-        result = DiginOptimizer(self.sampler, self.settings, hooks).run(
+        result = DiginOptimizer(self.sampler, self.settings, hooks, progress=self.progress).run(
             z_T, sd.encode_prompt(prompt), null, objective, description=f"neuron {neuron} {direction} · seed {seed}")
         init, best = result.initial.metrics, result.best.metrics
         with torch.no_grad():

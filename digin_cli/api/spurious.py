@@ -87,6 +87,8 @@ class SpuriousFinder:
     num_tokens: int = 1
     init: str = "random"
     sampler: object = None
+    progress: object = None
+    """The optimisation's progress callback (DiginOptimizer's ``progress``; the CLI passes its bar); None: silent."""
 
     def __post_init__(self):
         if not getattr(self.detector, "text_prompted", False):
@@ -99,7 +101,7 @@ class SpuriousFinder:
             self.settings = optimizer_settings("prompt")[0]
         self.sampler = self.sampler or default_sampler(self.gen, self.settings)
         check_prompt(self.gen.tokenizer, str(self.prefix), int(self.num_tokens), str(self.init))
-        self._engine = explainer.PromptExplainer(self.gen, self.sampler, self.settings)
+        self._engine = explainer.PromptExplainer(self.gen, self.sampler, self.settings, progress=self.progress)
 
     def label(self, class_: str | int, features: int | Sequence[int], *, ranks: Sequence[int] | None = None,
               callback: Callable | None = None) -> list[SpuriousResult]:

@@ -15,7 +15,7 @@ import torch
 from digin_cli.captioning.text import (DEFAULT_MAX_TOKENS, DEFAULT_TEMPLATE, check_template,
                                        fill_template, fit_clip_tokens, force_prefix, image_hash,
                                        join_continuation, model_slug, normalize_space)
-from digin_cli.errors import DiginError, why_not_downloaded
+from digin_cli.errors import DiginError, hub_loading
 from digin_cli.io.atomic import atomic_write_json, tensor_to_pil
 
 log = logging.getLogger(__name__)
@@ -127,25 +127,19 @@ class HFCaptioner(Captioner):
         return f"HFCaptioner(model={self.model_id!r}, template={self.template!r})"
 
     # ------------------------------------------------------------------------------------------------ loading
-    def _load_error(self, err: BaseException) -> DiginError:
-        if os.path.isdir(os.path.expanduser(self.model_id)):
-            first = str(err).splitlines()[0] if str(err) else ""
-            return DiginError(f"cannot load an image-to-text captioner from folder '{self.model_id}' "
-                              f"({type(err).__name__}: {first}) — point captioner.model= at a folder written by "
-                              f"save_pretrained of the model and its processor, or {_FIX}")
-        why = why_not_downloaded()
-        return DiginError(f"cannot load captioner '{self.model_id}': not in the local Hugging Face cache and {why} — "
-                          "download it once with network access (HF_HUB_OFFLINE=0), set "
-                          f"captioner.model=/path/to/a/local/folder, or {_FIX}")
+    def _loading(self):
+        """Where the model's ``from_pretrained`` calls run: their failures become one line naming the fix."""
+        return hub_loading(self.model_id, what="captioner", local_what="an image-to-text captioner", pronoun="it",
+                           fix=f"set captioner.model=/path/to/a/local/folder, or {_FIX}",
+                           local_fix="point captioner.model= at a folder written by save_pretrained of the model and "
+                                     f"its processor, or {_FIX}")
 
     def _check_model(self) -> str:
         """Resolve the model's config (cheap, local when cached) and check it is an image-to-text model."""
         from transformers import AutoConfig
 
-        try:
+        with self._loading():
             config = AutoConfig.from_pretrained(self.model_id)
-        except (OSError, ValueError) as err:  # missing files, offline hub, malformed repo id
-            raise self._load_error(err) from None
         model_type = str(getattr(config, "model_type", "") or "")
         supported = _image_to_text_types()
         if supported and model_type not in supported:
@@ -164,7 +158,7 @@ class HFCaptioner(Captioner):
         auto_classes = [getattr(transformers, n) for n in ("AutoModelForImageTextToText", "AutoModelForVision2Seq")
                         if hasattr(transformers, n)]
         model = None
-        try:
+        with self._loading():
             for i, auto in enumerate(auto_classes):
                 try:
                     model = auto.from_pretrained(self.model_id)
@@ -186,8 +180,6 @@ class HFCaptioner(Captioner):
                 # returns the tokenizer alone or fails, so load the parts separately.
                 self._image_processor = AutoImageProcessor.from_pretrained(self.model_id)
                 self._tokenizer = AutoTokenizer.from_pretrained(self.model_id)
-        except (OSError, ValueError) as err:
-            raise self._load_error(err) from None
         self._model = model.to(self.device, torch.float32).eval()  # fp32 whatever the checkpoint's dtype
         gen = getattr(self._model, "generation_config", None)
         if gen is not None and gen.pad_token_id is None:  # set once (not per call: BLIP passes its own pad id)

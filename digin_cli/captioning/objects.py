@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from digin_cli.errors import DiginError, why_not_downloaded
+from digin_cli.errors import DiginError, hub_loading
 from digin_cli.io.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -76,13 +76,10 @@ class ObjectLister:
                              "captioner=objects (or captioner.model=<image-text-to-text model id or folder>)")
         self.model_id, self.prompt, self.max_new_tokens = str(model), str(prompt), int(max_new_tokens)
         self.device = str(device or "cpu")
-        try:
+        with hub_loading(self.model_id, what="the object lister", pronoun="it",
+                         fix="set captioner.model=/path/to/folder, or pass task.objects=[...]",
+                         local_fix="point captioner.model= at a model folder, or pass task.objects=[...]"):
             config = AutoConfig.from_pretrained(self.model_id)
-        except (OSError, ValueError):
-            where = ("is not a model folder" if os.path.isdir(os.path.expanduser(self.model_id))
-                     else f"is not in the local Hugging Face cache and {why_not_downloaded()}")
-            raise DiginError(f"cannot load the object lister '{self.model_id}': it {where} — download it once with "
-                             "network access, set captioner.model=/path/to/folder, or pass task.objects=[...]") from None
         from transformers.models.auto import modeling_auto as ma
 
         chat_types = set(getattr(ma, "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES", {}) or {})

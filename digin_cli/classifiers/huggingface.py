@@ -17,7 +17,7 @@ import torch
 
 from digin_cli.classifiers.base import Classifier
 from digin_cli.classifiers.capture import FeatureTap, linear_head, probe, probe_batch
-from digin_cli.errors import DiginError, why_not_downloaded
+from digin_cli.errors import DiginError, hub_loading, load_error
 
 _HEAD_NAMES = ("classifier", "head", "fc")
 # PIL resampling codes (transformers stores them as ints or PIL enums) -> the two antialiased torch resizes.
@@ -26,16 +26,10 @@ _RESAMPLE = {0: "bilinear", 1: "bicubic", 2: "bilinear", 3: "bicubic", 4: "bilin
 
 
 
-def _load_error(pretrained: str, err: Exception) -> DiginError:
-    if os.path.isdir(os.path.expanduser(pretrained)):
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        return DiginError(f"cannot load a Hugging Face image classifier from folder '{pretrained}' ({first}) — point "
-                          "classifier.pretrained= at a folder written by save_pretrained (config.json + weights + "
-                          "preprocessor_config.json)")
-    why = why_not_downloaded()
-    return DiginError(f"cannot load Hugging Face classifier '{pretrained}': not in the local Hugging Face cache and "
-                      f"{why} — download it once with network access (HF_HUB_OFFLINE=0), or set "
-                      "classifier.pretrained=/local/folder (written by save_pretrained)")
+_LOADING = dict(what="Hugging Face classifier", local_what="a Hugging Face image classifier", pronoun="it",
+                fix="or set classifier.pretrained=/local/folder (written by save_pretrained)",
+                local_fix="point classifier.pretrained= at a folder written by save_pretrained (config.json + "
+                          "weights + preprocessor_config.json)")
 
 
 def _as_size(size) -> dict:
@@ -108,10 +102,8 @@ class HFClassifier(Classifier):
         pretrained = str(pretrained)
         path = os.path.expanduser(pretrained)
         source = path if os.path.isdir(path) else pretrained
-        try:
+        with hub_loading(pretrained, **_LOADING):
             model = AutoModelForImageClassification.from_pretrained(source, revision=revision)
-        except (OSError, ValueError) as err:  # missing files, offline hub, malformed repo id
-            raise _load_error(pretrained, err) from None
         prep = {}
         if None in (input_size, mean, std, interpolation):
             try:
@@ -121,7 +113,7 @@ class HFClassifier(Classifier):
                     raise DiginError(f"'{pretrained}' has no usable image processor config ({type(err).__name__}) —"
                                      " add preprocessor_config.json, or pass classifier.input_size / mean / std / "
                                      "interpolation") from None
-                raise _load_error(pretrained, err) from None
+                raise load_error(pretrained, err, **_LOADING) from None
             prep = preprocessing_from_processor(processor)
         given = {"input_size": input_size, "mean": mean, "std": std, "interpolation": interpolation}
         prep.update({k: v for k, v in given.items() if v is not None})

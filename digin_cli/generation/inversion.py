@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +31,8 @@ from diffusers import DDIMInverseScheduler
 from digin_cli.errors import DiginError
 from digin_cli.generation.models import StableDiffusion
 from digin_cli.generation.sampler import DDIMSampler
-from digin_cli.io.atomic import atomic_write_bytes
 from digin_cli.io.progress import track
-
-log = logging.getLogger(__name__)
+from digin_cli.io.tensor_cache import TensorCache
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -230,18 +226,13 @@ def invert(sd: StableDiffusion, sampler: DDIMSampler, image: torch.Tensor, capti
 _FORMAT = "digin-inversion-v1"
 
 
-class InversionCache:
-    """Inversions on disk, one ``<key>.safetensors`` file per entry under ``root``.
+class InversionCache(TensorCache):
+    """Inversions on disk, one ``<key>.safetensors`` file per entry under ``root`` (tensors + caption / error in its
+    metadata): atomic entries, and :meth:`get_or_invert` inverts each key once across processes
+    (:class:`TensorCache`)."""
 
-    An entry is a single safetensors file (tensors + caption/error in its metadata) written to a temp file in the
-    same directory and renamed into place, so a reader sees either no entry or a complete one, and a crashed write
-    leaves nothing. :meth:`get_or_invert` holds a per-key ``filelock`` while computing, so a second process (or
-    thread) asking for the same key waits and then reuses the first one's result instead of inverting again; should
-    two writers ever race anyway, the rename makes the last (identical) write win.
-    """
-
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+    format = _FORMAT
+    what = "inversion cache"
 
     @staticmethod
     def key(image: torch.Tensor, *, sd_key: str, num_steps: int, guidance: float, caption: str,
@@ -261,51 +252,25 @@ class InversionCache:
         digest.update(pixels.numpy().tobytes())
         return digest.hexdigest()
 
-    def path(self, key: str) -> Path:
-        return self.root / f"{key}.safetensors"
-
     def get(self, key: str, device: torch.device | str = "cpu") -> Inversion | None:
         """The cached inversion for ``key`` (tensors on ``device``), or None when there is none."""
-        from safetensors import SafetensorError, safe_open
-
-        path = self.path(key)
-        if not path.is_file():
+        entry = self.read(key, Inversion.TENSORS)
+        if entry is None:
             return None
+        tensors, meta = entry
         try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                meta = f.metadata() or {}
-                if meta.get("format") != _FORMAT:
-                    return None
-                tensors = {name: f.get_tensor(name) for name in Inversion.TENSORS}
-            error = float(meta["reconstruction_error"])
-            inv = Inversion(**tensors, caption=meta["caption"], reconstruction_error=error)
-        except (OSError, KeyError, ValueError, SafetensorError) as err:
-            log.warning("ignoring unreadable inversion cache entry %s (%s)", path, err)
+            inv = Inversion(**tensors, caption=meta["caption"], reconstruction_error=float(meta["reconstruction_error"]))
+        except (KeyError, ValueError) as err:
+            self.unreadable(key, err)
             return None
         return inv.to(device)
 
     def put(self, key: str, inv: Inversion) -> Path:
         """Write ``inv`` as the entry for ``key`` (atomically; replaces an existing entry)."""
-        from safetensors.torch import save
-
-        tensors = {name: getattr(inv, name).detach().float().cpu().contiguous() for name in Inversion.TENSORS}
-        meta = {"format": _FORMAT, "caption": inv.caption,
-                "reconstruction_error": repr(float(inv.reconstruction_error))}
-        return atomic_write_bytes(self.path(key), save(tensors, metadata=meta))
+        return self.write(key, {name: getattr(inv, name) for name in Inversion.TENSORS},
+                          {"caption": inv.caption, "reconstruction_error": repr(float(inv.reconstruction_error))})
 
     def get_or_invert(self, key: str, compute: Callable[[], Inversion],
                       device: torch.device | str = "cpu") -> Inversion:
         """The cached entry for ``key``, or ``compute()``'s result, stored first; one computation per key."""
-        from filelock import FileLock
-
-        found = self.get(key, device)
-        if found is not None:
-            return found
-        self.root.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.root / f".{key}.lock")):
-            found = self.get(key, device)  # another process may have finished it while we waited
-            if found is not None:
-                return found
-            inv = compute()
-            self.put(key, inv)
-        return inv.to(device)
+        return self.once(key, lambda: self.get(key, device), compute, lambda inv: self.put(key, inv)).to(device)

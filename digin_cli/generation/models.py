@@ -21,7 +21,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNe
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from digin_cli.errors import DiginError, why_not_downloaded
+from digin_cli.errors import DiginError, hub_loading
 from digin_cli.generation.tokenizer import clip_tokenizer
 
 SOURCES = ("pretrained", "tiny", "random_sd15")
@@ -159,18 +159,12 @@ def random_sd15_pipeline(seed: int = 0, cache_dir: str | None = None) -> StableD
 
 def pretrained_pipeline(pretrained: str, dtype: torch.dtype = torch.float32) -> StableDiffusionPipeline:
     """Load any SD 1.x diffusers pipeline (hub id or local folder) through ``from_pretrained``."""
-    try:
+    with hub_loading(pretrained, what="generator weights", local_what="a Stable Diffusion pipeline",
+                     fix="or set generator.pretrained=/path/to/a/local/diffusers/folder",
+                     local_fix="point generator.pretrained= at a folder written by "
+                               "StableDiffusionPipeline.save_pretrained"):
         return StableDiffusionPipeline.from_pretrained(pretrained, torch_dtype=dtype, safety_checker=None,
                                                        requires_safety_checker=False)
-    except (OSError, ValueError) as err:  # missing files, offline hub, malformed repo id
-        if os.path.isdir(os.path.expanduser(str(pretrained))):
-            raise DiginError(f"cannot load a Stable Diffusion pipeline from folder '{pretrained}' ({type(err).__name__}:"
-                             f" {str(err).splitlines()[0] if str(err) else ''}) — point generator.pretrained= at a "
-                             "folder written by StableDiffusionPipeline.save_pretrained") from None
-        why = why_not_downloaded()
-        raise DiginError(f"cannot load generator weights '{pretrained}': not in the local Hugging Face cache and {why}"
-                         f" — download them once with network access (HF_HUB_OFFLINE=0), or set "
-                         f"generator.pretrained=/path/to/a/local/diffusers/folder") from None
 
 
 def tiny_lora(cache_dir: str | os.PathLike, seed: int = 0) -> Path:
@@ -216,16 +210,10 @@ def apply_lora(pipe: StableDiffusionPipeline, lora: str) -> None:
     # A hub id gets diffusers' standard file name: in offline mode diffusers will not search a cached repo for it.
     kwargs = {} if os.path.exists(path) else {"weight_name": LORA_WEIGHT_NAME_SAFE}
     try:
-        pipe.load_lora_weights(path if os.path.exists(path) else lora, **kwargs)
-    except (OSError, ValueError) as err:
-        if os.path.exists(path):
-            raise DiginError(f"cannot load LoRA weights from '{lora}' ({type(err).__name__}: "
-                             f"{str(err).splitlines()[0] if str(err) else ''}) — point generator.lora= at a folder or "
-                             ".safetensors file written by save_lora_weights") from None
-        why = why_not_downloaded()
-        raise DiginError(f"cannot load LoRA weights '{lora}': not in the local Hugging Face cache and {why} — download"
-                         f" them once with network access (HF_HUB_OFFLINE=0), or set generator.lora=/path/to/a/local/"
-                         "lora/folder") from None
+        with hub_loading(lora, what="LoRA weights", fix="or set generator.lora=/path/to/a/local/lora/folder",
+                         local_fix="point generator.lora= at a folder or .safetensors file written by "
+                                   "save_lora_weights"):
+            pipe.load_lora_weights(path if os.path.exists(path) else lora, **kwargs)
     finally:
         diffusers_logging.set_verbosity(verbosity)
     pipe.fuse_lora()

@@ -15,12 +15,11 @@ a BERT tokenizer from a small written vocabulary: the machinery runs anywhere, t
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import torch
 
-from digin_cli.errors import DiginError, why_not_downloaded
+from digin_cli.errors import DiginError, hub_loading
 from digin_cli.segmentation.sam import SamSegmenter
 
 MODEL_TYPE = "grounding-dino"
@@ -76,7 +75,10 @@ def load_grounding_dino(pretrained: str):
     from transformers import AutoConfig, AutoProcessor, GroundingDinoForObjectDetection
 
     pretrained = str(pretrained)
-    try:
+    with hub_loading(pretrained, what="GroundingDINO weights", local_what="GroundingDINO",
+                     fix="or set segmentation.detector=/path/to/a/local/folder",
+                     local_fix="point segmentation.detector= at a folder written by save_pretrained of the model and "
+                               "its processor"):
         config = AutoConfig.from_pretrained(pretrained)
         if getattr(config, "model_type", None) != MODEL_TYPE:
             raise DiginError(f"segmentation.detector '{pretrained}' is a '{getattr(config, 'model_type', '?')}' "
@@ -84,16 +86,6 @@ def load_grounding_dino(pretrained: str):
                              "checkpoint (e.g. IDEA-Research/grounding-dino-base)")
         model = GroundingDinoForObjectDetection.from_pretrained(pretrained, config=config)
         processor = AutoProcessor.from_pretrained(pretrained)
-    except (OSError, ValueError) as err:  # missing files, offline hub, malformed repo id
-        if os.path.isdir(os.path.expanduser(pretrained)):
-            first = str(err).splitlines()[0] if str(err) else ""
-            raise DiginError(f"cannot load GroundingDINO from folder '{pretrained}' ({type(err).__name__}: {first}) "
-                             "— point segmentation.detector= at a folder written by save_pretrained of the model and "
-                             "its processor") from None
-        why = why_not_downloaded()
-        raise DiginError(f"cannot load GroundingDINO weights '{pretrained}': not in the local Hugging Face cache and "
-                         f"{why} — download them once with network access (HF_HUB_OFFLINE=0) or set "
-                         "segmentation.detector=/path/to/a/local/folder") from None
     return model.eval(), processor
 
 

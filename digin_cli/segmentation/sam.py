@@ -16,11 +16,10 @@ runs anywhere, the masks are meaningless.
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 
-from digin_cli.errors import DiginError, why_not_downloaded
+from digin_cli.errors import DiginError, hub_loading
 from digin_cli.segmentation.base import Segmenter
 from digin_cli.segmentation.points import SAMPLING, sample_points
 
@@ -87,7 +86,11 @@ def load_sam(pretrained: str, variant: str = "sam_hq"):
 
     model_cls, processor_cls, _, model_type = _classes(variant)
     pretrained = str(pretrained)
-    try:
+    with hub_loading(pretrained, what="segmentation weights", local_what=f"a {model_type} model",
+                     fix="set segmentation.pretrained=/path/to/a/local/folder, or use segmentation=attention "
+                         "(no weights)",
+                     local_fix="point segmentation.pretrained= at a folder written by save_pretrained of the model "
+                               "and its processor"):
         config = AutoConfig.from_pretrained(pretrained)
         if getattr(config, "model_type", None) != model_type:
             other = "sam" if model_type == "sam_hq" else "sam_hq"
@@ -96,17 +99,6 @@ def load_sam(pretrained: str, variant: str = "sam_hq"):
                              f"segmentation.pretrained= at a {model_type} checkpoint")
         model = model_cls.from_pretrained(pretrained, config=config)
         processor = processor_cls.from_pretrained(pretrained)
-    except (OSError, ValueError) as err:  # missing files, offline hub, malformed repo id
-        if os.path.isdir(os.path.expanduser(pretrained)):
-            first = str(err).splitlines()[0] if str(err) else ""
-            raise DiginError(f"cannot load a {model_type} model from folder '{pretrained}' ({type(err).__name__}: "
-                             f"{first}) — point segmentation.pretrained= at a folder written by save_pretrained of "
-                             "the model and its processor") from None
-        why = why_not_downloaded()
-        raise DiginError(f"cannot load segmentation weights '{pretrained}': not in the local Hugging Face cache and "
-                         f"{why} — download them once with network access (HF_HUB_OFFLINE=0), set "
-                         "segmentation.pretrained=/path/to/a/local/folder, or use segmentation=attention "
-                         "(no weights)") from None
     return model.eval(), processor
 
 

@@ -12,6 +12,7 @@ from digin_cli.api.disagreement import Disagreement
 from digin_cli.classifiers import resolve_in_both, same_label_set
 from digin_cli.context import RunContext
 from digin_cli.errors import DiginError
+from digin_cli.io.progress import track
 from digin_cli.tasks.common import finish, run_items, save_result
 
 
@@ -26,7 +27,7 @@ def run(ctx: RunContext) -> dict:
     y_g = dict(targets)  # f's class index -> the same class's index in g's label set
     mapped = not same_label_set(f.class_names, g.class_names)
     method = Disagreement(ctx.generator, f, g, settings=ctx.optim_settings(), cutouts=ctx.cutouts(),
-                          prompt=task.prompt, sampler=ctx.sampler())
+                          prompt=task.prompt, sampler=ctx.sampler(), progress=track)
 
     def work(item_dir, item):
         result = method.generate(item["class_index"], item["seed"], rng=ctx.rng, class_g=y_g[item["class_index"]])

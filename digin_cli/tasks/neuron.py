@@ -24,6 +24,7 @@ from digin_cli.context import RunContext
 from digin_cli.data import load_inputs
 from digin_cli.errors import DiginError
 from digin_cli.features import classifier_key, top_activating_in_folders
+from digin_cli.io.progress import track
 from digin_cli.segmentation import build_segmenter
 from digin_cli.tasks.common import finish, run_items, save_result
 from digin_cli.tasks.common.inputs import crop_fraction
@@ -118,7 +119,8 @@ def run(ctx: RunContext) -> dict:
     sd, sampler = ctx.generator, ctx.sampler()
     segmenter = build_segmenter(ctx.cfg.segmentation, ctx.device) if keep else None
     method = NeuronVisualiser(sd, f, ctx.optim_settings(), ctx.cutouts(), segmenter, str(task.prompt_template),
-                              int(task.object_samples), float(task.keep_until), float(task.mask_steps), sampler)
+                              int(task.object_samples), float(task.keep_until), float(task.mask_steps), sampler,
+                              progress=track)
     chosen: dict[tuple[int, int | None, int], str] = {}
 
     def candidates(n: int, folder: Path) -> list[str]:

@@ -36,7 +36,7 @@ from digin_cli.data.annotations import (Annotations, agreement, agreement_by_del
                                         cross_validated_delta, write_agreement)
 from digin_cli.errors import DiginError
 from digin_cli.io.atomic import atomic_write_text
-from digin_cli.io.progress import print_table
+from digin_cli.io.progress import print_table, track
 from digin_cli.segmentation import build_segmenter
 from digin_cli.tasks.common import finish, run_items
 from digin_cli.tasks.common.explanations import check_prompt_settings, save_result, wandb_curve
@@ -159,7 +159,7 @@ def run(ctx: RunContext) -> dict:
         raise DiginError(f"task=spurious takes one seed, got task.seeds={list(task.seeds)} — pass e.g. task.seeds=[0]")
     method = SpuriousFinder(ctx.generator, f, segmenter, ctx.optim_settings(), delta, num_samples, int(task.seeds[0]),
                             float(task.feature_weight), str(task.prefix), int(task.num_tokens), str(task.init),
-                            ctx.sampler())
+                            ctx.sampler(), progress=track)
 
     def work(item_dir: Path, item: dict) -> dict:
         (result,) = method.label(item["class_index"], [item["feature"]], ranks=[item["rank"]],

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
+from tests.cli_helpers import one_line_error, run_digin
+
 from .conftest import save_tiny_vit
 
 pytestmark = pytest.mark.slow
@@ -58,19 +60,8 @@ def digin(work: Path, *args: str, output: str = "out") -> subprocess.CompletedPr
     base = ["generator=tiny", "segmentation=tiny_sam", "device=cpu", f"paths.output_root={work / output}",
             f"paths.cache_dir={work / 'cache'}", "generator.num_steps=3", "optimizer.augment.num=2",
             "optimizer.steps=2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(ASSETS), str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "digin_cli.cli", *base, *args], capture_output=True, text=True,
-                          env=env, timeout=600)
-
-
-def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr + proc.stdout, proc.stderr
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("digin: error:")]
-    assert len(errors) == 1, proc.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
+    pythonpath = os.pathsep.join([str(ASSETS), str(ROOT), os.environ.get("PYTHONPATH", "")])
+    return run_digin(*base, *args, env={"PYTHONPATH": pythonpath})
 
 
 def summary_rows(run: Path) -> list[dict]:

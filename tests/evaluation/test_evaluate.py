@@ -16,20 +16,21 @@ from digin_cli.evaluation import backbones as B
 from digin_cli.evaluation.cli import main as evaluate_main
 from digin_cli.evaluation.cli import real_backbones
 from digin_cli.evaluation.evaluate import Backbones
+from tests import cli_helpers
+from tests.cli_helpers import one_line_error, run_digin
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-DIGIN = [sys.executable, "-m", "digin_cli.cli"]
 TINY = ["captioner=none", "generator=tiny", "classifier=tiny_a", "segmentation=tiny_sam", "device=cpu",
         "generator.num_steps=4", "optimizer.augment.num=4", "optimizer.steps=2", "optimizer.lr=0.05"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+ENV = {**os.environ, **cli_helpers.ENV, "PYTHONPATH": str(ROOT)}
 SET_METRICS = ("fid", "kid_mean", "split_fid", "flip_rate", "l1_mean", "l2_background_median", "lpips_mean",
                "lpips_background_mean", "cout_mean", "s3_mean")
 
 
 def run(*args, cwd=None):
-    return subprocess.run([*DIGIN, *args], capture_output=True, text=True, env=ENV, timeout=900, cwd=cwd)
+    return run_digin(*args, env={"PYTHONPATH": str(ROOT)}, timeout=900, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -143,9 +144,8 @@ def test_cli_dispatch_and_one_line_errors(run_dir, tmp_path):
              "SimSiam checkpoint not found": ["--simsiam", str(tmp_path / "none.pth")]}
     for needle, options in cases.items():
         proc = run("evaluate", str(run_dir), *options)
-        errors = [line for line in proc.stderr.splitlines() if line.startswith("digin: error:")]
-        assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(errors) == 1, proc.stderr
-        assert needle in errors[0]
+        one_line_error(proc, needle)
+        assert proc.returncode == 2
     empty = tmp_path / "not_a_run"
     empty.mkdir()
     proc = run("evaluate", str(empty))
@@ -155,9 +155,8 @@ def test_cli_dispatch_and_one_line_errors(run_dir, tmp_path):
 def test_missing_weights_offline_fail_in_one_line_without_outputs(run_dir, tmp_path):
     for name in ("evaluation.json", "evaluation.csv"):
         (run_dir / name).unlink(missing_ok=True)
-    proc = subprocess.run([*DIGIN, "evaluate", str(run_dir), "--metrics", "fid", "--device", "cpu"],
-                          capture_output=True, text=True, timeout=300,
-                          env={**ENV, "TORCH_HOME": str(tmp_path / "torch")})
+    proc = run_digin("evaluate", str(run_dir), "--metrics", "fid", "--device", "cpu", timeout=300,
+                     env={"PYTHONPATH": str(ROOT), "TORCH_HOME": str(tmp_path / "torch")})
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "weights-inception-2015-12-05-6726825d.pth" in proc.stderr and "--inception" in proc.stderr
     assert not (run_dir / "evaluation.json").exists()

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 
 import pytest
 from PIL import Image, ImageDraw
 
-DIGIN = [sys.executable, "-m", "digin_cli.cli"]
+from tests.cli_helpers import one_line_error, run_digin
+
 TINY = ["generator=tiny", "classifier=tiny_a", "device=cpu", "generator.num_steps=3", "optimizer.augment.num=2"]
 
 
@@ -45,9 +44,7 @@ def digin(tmp_path_factory):
     cache = tmp_path_factory.mktemp("neuron_cache")
 
     def run(*args, output):
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-        base = [*TINY, f"paths.output_root={output}", f"paths.cache_dir={cache}"]
-        return subprocess.run([*DIGIN, *base, *args], capture_output=True, text=True, env=env, timeout=600)
+        return run_digin(*TINY, f"paths.output_root={output}", f"paths.cache_dir={cache}", *args)
 
     run.cache = cache
     return run
@@ -79,15 +76,6 @@ def digin_here(tmp_path_factory):
         return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
     return run
-
-
-def one_line_error(proc, *needles):
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("digin: error:")]
-    assert len(errors) == 1, proc.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
 
 
 @pytest.fixture(scope="session")

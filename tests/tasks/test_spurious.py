@@ -6,17 +6,15 @@ in-process (``cli.main`` with ``sys.argv``), which skips a Python start and the 
 
 import csv
 import json
-import os
-import subprocess
 import sys
 
 import huggingface_hub.constants
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 
-pytestmark = pytest.mark.slow
+from tests.cli_helpers import one_line_error, run_digin
 
-DIGIN = [sys.executable, "-m", "digin_cli.cli"]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +32,7 @@ BASE = ["task=spurious", "generator=tiny_lcm", "classifier=tiny_a", "segmentatio
 def digin(workdir, *args, output="out"):
     """A real ``digin`` process."""
     base = [*BASE, f"paths.output_root={workdir / output}", f"paths.cache_dir={workdir / 'cache'}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([*DIGIN, *base, *args], capture_output=True, text=True, env=env, timeout=600)
+    return run_digin(*base, *args)
 
 
 def digin_inprocess(monkeypatch, capsys, workdir, *args, output, base=BASE):
@@ -54,16 +51,6 @@ def digin_inprocess(monkeypatch, capsys, workdir, *args, output, base=BASE):
         GlobalHydra.instance().clear()
     captured = capsys.readouterr()
     return code, captured.out, captured.err
-
-
-def one_line_error(result, *needles):
-    code, out, err = result
-    assert code not in (0, None)
-    assert "Traceback" not in err and "Traceback" not in out
-    errors = [line for line in err.splitlines() if line.startswith("digin: error:")]
-    assert len(errors) == 1, err
-    for needle in needles:
-        assert needle in errors[0], errors[0]
 
 
 def no_items(workdir, output):

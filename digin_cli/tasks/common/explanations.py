@@ -10,6 +10,7 @@ from digin_cli.api.results import ExplanationResult
 from digin_cli.classifiers import Classifier, resolve_class
 from digin_cli.context import RunContext
 from digin_cli.errors import DiginError
+from digin_cli.io.progress import track
 from digin_cli.tasks.common import finish, run_items
 from digin_cli.tasks.common.neurons import check_feature
 
@@ -78,7 +79,7 @@ def run_explanations(ctx: RunContext, explain: Callable, description: str, title
     items = explanation_targets(ctx, f)
     check_prompt_settings(ctx)
     settings = ctx.optim_settings()
-    method = PromptExplainer(ctx.generator, f, settings, settings, ctx.sampler())
+    method = PromptExplainer(ctx.generator, f, settings, settings, ctx.sampler(), progress=track)
 
     def work(item_dir, item):
         return save_result(ctx, item_dir, explain(method, item, wandb_curve(ctx, item_dir)))

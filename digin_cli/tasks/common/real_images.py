@@ -12,6 +12,7 @@ from digin_cli.context import RunContext
 from digin_cli.data import InputImage, load_inputs
 from digin_cli.data.images import imagenet_indices_of_classes
 from digin_cli.errors import DiginError
+from digin_cli.io.progress import track
 from digin_cli.api.edits import EditResult, before_after_strip
 from digin_cli.api.real_images import Preparer
 from digin_cli.segmentation.postprocess import overlay  # noqa: F401  (vce, neuron, spurious)
@@ -85,7 +86,8 @@ def real_image_editor(ctx: RunContext):
                            InversionCache(Path(str(cfg.paths.cache_dir)) / "inversions"),
                            sd_key=f"{cfg.generator.source}:{cfg.generator.pretrained or cfg.generator.get('seed')}",
                            inner_steps=int(task.inversion.inner_steps), early_stop=float(task.inversion.early_stop),
-                           mask_steps=float(task.mask_steps), max_injection=float(max(task.p2p.injections)))
+                           mask_steps=float(task.mask_steps), max_injection=float(max(task.p2p.injections)),
+                           progress=track)
 
 
 def require_editing(ctx: RunContext) -> None:

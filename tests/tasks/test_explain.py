@@ -2,18 +2,17 @@
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from safetensors import safe_open
 
+from tests.cli_helpers import one_line_error, run_digin
+
 pytestmark = pytest.mark.slow
 
-DIGIN = [sys.executable, "-m", "digin_cli.cli"]
-ASSETS = Path(__file__).resolve().parent / "assets"
-ROOT = Path(__file__).resolve().parents[1]
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -24,17 +23,7 @@ def workdir(tmp_path_factory):
 def digin(workdir, task, *args, output="out"):
     base = [f"task={task}", "generator=tiny_lcm", "classifier=tiny_a", "device=cpu", "optimizer.steps=2",
             "task.num_samples=2", f"paths.output_root={workdir / output}", f"paths.cache_dir={workdir / 'cache'}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([*DIGIN, *base, *args], capture_output=True, text=True, env=env, timeout=600)
-
-
-def one_line_error(proc, *needles):
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr + proc.stdout
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("digin: error:")]
-    assert len(errors) == 1, proc.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
+    return run_digin(*base, *args)
 
 
 def test_explain_eq5_writes_embeddings_samples_and_curves(workdir):
@@ -67,12 +56,10 @@ REDNESS = ["classifier=torch_module", "classifier.model._target_=digin_user_nets
 
 def planted(workdir, output, *args):
     """task=explain for class ``red`` of the planted classifier, default optimiser settings, 8 held-out samples."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(ASSETS), str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([*DIGIN, "task=explain", "generator=tiny_lcm", *REDNESS, "device=cpu", "task.classes=[red]",
-                           "task.num_samples=8", f"paths.output_root={workdir / output}",
-                           f"paths.cache_dir={workdir / 'cache'}", *args],
-                          capture_output=True, text=True, env=env, timeout=600)
+    pythonpath = os.pathsep.join([str(ASSETS), str(ROOT), os.environ.get("PYTHONPATH", "")])
+    proc = run_digin("task=explain", "generator=tiny_lcm", *REDNESS, "device=cpu", "task.classes=[red]",
+                     "task.num_samples=8", f"paths.output_root={workdir / output}",
+                     f"paths.cache_dir={workdir / 'cache'}", *args, env={"PYTHONPATH": pythonpath})
     assert proc.returncode == 0, proc.stderr
     (item,) = (workdir / output).glob("explain/runs/*/red/seed_0")
     return json.loads((item / "metrics.json").read_text())
@@ -152,7 +139,5 @@ def test_bad_inputs_fail_with_one_line_and_write_no_item(workdir, args, needles)
     (["experiment=explain_fig8", "classifier=tiny_a"], ["generator.pretrained=", "HF_HUB_OFFLINE"]),
 ])
 def test_paper_reproductions_fail_fast_without_weights(tmp_path, args, needles):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([*DIGIN, *args, "device=cpu", f"paths.output_root={tmp_path}"], capture_output=True,
-                          text=True, env=env, timeout=300)
+    proc = run_digin(*args, "device=cpu", f"paths.output_root={tmp_path}", timeout=300)
     one_line_error(proc, *needles)

@@ -3,17 +3,13 @@
 import csv
 import json
 import math
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
 pytestmark = pytest.mark.slow
 
-DIGIN = [sys.executable, "-m", "digin_cli.cli"]
+from tests.cli_helpers import one_line_error, run_digin
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +26,7 @@ def digin(workdir, *args, output="out", cache="cache"):
             "captioner=none",  # the ablation: task=vce's BLIP-large is not in an offline test cache
             f"paths.output_root={workdir / output}", f"paths.cache_dir={workdir / cache}",
             "generator.num_steps=4", "optimizer.augment.num=4"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([*DIGIN, *base, *args], capture_output=True, text=True, env=env, timeout=600)
+    return run_digin(*base, *args)
 
 
 def item_metrics(workdir, output):
@@ -122,15 +117,6 @@ def test_bf16_counterfactual_close_to_fp32_and_inversions_not_shared(workdir):
     assert summaries["bf16"]["p_target_after"] == pytest.approx(summaries["fp32"]["p_target_after"], rel=0.1)
 
 
-def one_line_error(proc, *needles):
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("digin: error:")]
-    assert len(errors) == 1, proc.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-
-
 def no_items(workdir, output):
     return not list((workdir / output).glob("vce/runs/*/*/*/metrics.json"))
 
@@ -153,13 +139,10 @@ def test_bad_image_inputs(workdir, case):
 def test_a_rejected_input_leaves_no_wandb_run(workdir):
     empty = workdir / "empty_for_wandb"
     empty.mkdir(exist_ok=True)
-    proc = subprocess.run([*DIGIN, "task=vce", "generator=tiny", "classifier=tiny_a", "segmentation=tiny_sam",
-                           "captioner=none", "device=cpu", f"paths.output_root={workdir / 'wb'}",
-                           f"paths.cache_dir={workdir / 'cache'}",
-                           f"task.images={empty}", "task.targets=[goldfish]", "logger=offline"],
-                          capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
-                               "WANDB_SILENT": "true"})
+    proc = run_digin("task=vce", "generator=tiny", "classifier=tiny_a", "segmentation=tiny_sam", "captioner=none",
+                     "device=cpu", f"paths.output_root={workdir / 'wb'}", f"paths.cache_dir={workdir / 'cache'}",
+                     f"task.images={empty}", "task.targets=[goldfish]", "logger=offline",
+                     env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
     one_line_error(proc, str(empty))
     (run,) = (workdir / "wb").glob("vce/runs/*")
     assert json.loads((run / "status.json").read_text())["status"] == "failed"
@@ -194,9 +177,8 @@ def test_index_out_of_range_and_missing_imagenet(workdir):
 
 @pytest.mark.parametrize("figure", ["fig6", "fig8"])
 def test_paper_figures_fail_fast_without_imagenet(tmp_path, figure):
-    env = {k: v for k, v in os.environ.items() if k != "IMAGENET_VAL"}
-    proc = subprocess.run([*DIGIN, f"experiment={figure}", "device=cpu", f"paths.output_root={tmp_path}"],
-                          capture_output=True, text=True, env={**env, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    proc = run_digin(f"experiment={figure}", "device=cpu", f"paths.output_root={tmp_path}",
+                     env={"IMAGENET_VAL": None}, timeout=300)
     one_line_error(proc, "paths.imagenet_val", "IMAGENET_VAL")
 
 
@@ -213,8 +195,7 @@ def test_default_captioner_missing_offline_names_the_ablation(workdir, tmp_path)
     base = ["task=vce", "generator=tiny", "classifier=tiny_a", "segmentation=tiny_sam", "device=cpu",
             f"paths.output_root={tmp_path / 'out'}", f"paths.cache_dir={tmp_path / 'cache'}",
             f"task.images={workdir / 'fox.png'}", "task.targets=[goldfish]"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    proc = subprocess.run([*DIGIN, *base], capture_output=True, text=True, env=env, timeout=600)
+    proc = run_digin(*base, env={"HF_HOME": str(tmp_path / "hf")})
     one_line_error(proc, "Salesforce/blip-image-captioning-large", "captioner=none (the ablation")
     assert not list((tmp_path / "out").glob("vce/runs/*/fox"))
 
