@@ -23,6 +23,7 @@ def slurm_commands(tmp_path, monkeypatch):
             script = tmp_path / name
             script.write_text(f"#!/bin/sh\necho {name} \"$@\" >> {calls}\n{body}\n")
             script.chmod(0o755)
+        time.sleep(0.01)  # submitit ignores a forced update within 1 ms of the last one
 
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     write()

@@ -136,7 +136,8 @@ _CLASS_KEYS = ("classes", "targets", "image_classes", "filter_predicted", "start
 _NOT_CLASSES = {"predicted", "label"}  # task.start's keywords
 
 
-def _class_values(task: dict) -> list:
+def _class_values(task: dict, neuron_pairs: bool = False) -> list:
+    """The class names / indices a task node holds; task=neuron's ``pairs`` are [class, neuron], vce's [class, class]."""
     values = []
     for key in _CLASS_KEYS:
         value = task.get(key)
@@ -144,17 +145,19 @@ def _class_values(task: dict) -> list:
             continue
         values += value if isinstance(value, list) else [value]
     for pair in task.get("pairs") or []:
-        values += list(pair)
+        values += list(pair)[:1] if neuron_pairs else list(pair)
     return values
 
 
 def _shipped_config_classes() -> list[tuple[str, object]]:
     found = []
     for path in sorted((ROOT / "conf").rglob("*.yaml")):
-        node = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
+        node = yaml.safe_load(text) or {}
         task = node.get("task") if path.parent.name != "task" else node
+        neuron = path == ROOT / "conf" / "task" / "neuron.yaml" or "override /task: neuron\n" in text
         if isinstance(task, dict):
-            found += [(str(path.relative_to(ROOT)), v) for v in _class_values(task)]
+            found += [(str(path.relative_to(ROOT)), v) for v in _class_values(task, neuron)]
     return found
 
 

@@ -86,10 +86,16 @@ def answer_study(driver, study: Path, participant: str, runs_of: dict[str, str],
 
 
 def wait_for(folder: Path, pattern: str) -> Path:
-    for _ in range(100):
-        found = [p for p in folder.glob(pattern) if not p.name.endswith(".crdownload")]
-        if found:
-            return found[0]
+    """The downloaded file, once complete: Chrome reserves the final name with an empty placeholder while the
+    ``.crdownload`` is written, and quitting the browser before it is done deletes both."""
+    for _ in range(300):
+        partial = list(folder.glob("*.crdownload"))
+        for path in folder.glob(pattern):
+            try:
+                if not partial and path.stat().st_size and json.loads(path.read_text()):
+                    return path
+            except (OSError, ValueError):
+                pass
         time.sleep(0.1)
     raise AssertionError(f"no {pattern} downloaded into {folder}")
 
