@@ -104,9 +104,9 @@ def _running_between_items(job: Path):
 def test_a_cancelled_job_is_incomplete_soon_and_a_rerun_completes_only_it(cluster, tmp_path):
     env, mode = cluster
     sweep = tmp_path / "sweep"
-    # 30 steps: an item outlasts SLURM's KillWait (5 s), during which a cancelled job still runs (submitit ignores
-    # SIGTERM) and could otherwise finish its second item
-    args = ["-m", *FAST, "optimizer.steps=30", "task.classes=[goldfish,red fox]", "seed=0,1", *SLURM,
+    # 150 steps: an item outlasts SLURM's KillWait (5 s) many times over (~6 s for 30 steps on an idle core, measured),
+    # during which a cancelled job still runs (submitit ignores SIGTERM) and could otherwise finish its second item
+    args = ["-m", *FAST, "optimizer.steps=150", "task.classes=[goldfish,red fox]", "seed=0,1", *SLURM,
             f"paths.output_root={tmp_path}", f"hydra.sweep.dir={sweep}"]
     proc = subprocess.Popen([*DIGIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     victim = _wait_for(lambda: _running_between_items(sweep / "1"), proc, 300, "job 1 between its two items")
