@@ -143,9 +143,12 @@ def test_a_cancelled_job_is_incomplete_soon_and_a_rerun_completes_only_it(cluste
 def test_a_job_killed_by_its_time_limit_is_incomplete(cluster, tmp_path):
     env, mode = cluster
     sweep = tmp_path / "sweep"
-    # a job far longer than its 1-minute limit (the tiny models take about a second per step here)
+    # a job far longer than its 1-minute limit (the tiny models take about a second per step here); submitit's
+    # warning signal 20 s before the limit, not its default 120 s: with a 1-minute limit that would arrive at once,
+    # before Python has installed any handler, and kill the job before it wrote its status (seen on an idle machine)
     args = ["-m", *FAST, "optimizer.steps=100000", "task.classes=[goldfish]", "seed=0", *SLURM,
-            "hydra.launcher.timeout_min=1", f"paths.output_root={tmp_path}", f"hydra.sweep.dir={sweep}"]
+            "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=20", f"paths.output_root={tmp_path}",
+            f"hydra.sweep.dir={sweep}"]
     start = time.time()
     proc = subprocess.run([*DIGIN, *args], capture_output=True, text=True, env=env, timeout=400)
     took = time.time() - start
