@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -163,10 +162,10 @@ def test_default_settings_are_the_config_groups(tiny_sd, clf, segmenter, task):
     """The edit defaults are what conf/task/<task>.yaml holds, the optimizer's are conf/optimizer/adam.yaml."""
     from dataclasses import asdict
 
-    from omegaconf import OmegaConf
+    from digin_cli.api.builders import preset as digin_preset
 
     cls = digin.Counterfactuals if task == "vce" else digin.NeuronCounterfactuals
-    yaml = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "task" / f"{task}.yaml")
+    yaml = digin_preset("task", task)  # as the CLI composes it: the real-image block comes from a fragment
     assert cls.edit_type() == cls.edit_type.from_task(yaml)
     method = cls(tiny_sd, clf, segmenter)
     adam, augment = digin.optimizer_settings("adam")

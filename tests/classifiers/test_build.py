@@ -7,6 +7,7 @@ import torch
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
+from digin_cli.api.builders import preset
 from digin_cli.classifiers import Classifier, build_classifier
 from digin_cli.errors import DiginError
 
@@ -26,7 +27,7 @@ def test_the_zoo_is_complete():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_config_loads_and_targets_a_classifier(path):
     assert path.read_text().startswith("# "), "each config starts with a one-line description"
-    cfg = OmegaConf.load(path)
+    cfg = preset("classifier", path.stem)  # composed: the timm presets extend classifier/base/timm.yaml
     cls = get_class(cfg._target_)
     assert issubclass(cls, Classifier)
 
@@ -35,7 +36,7 @@ def test_timm_config_names_resolve_offline():
     import timm
 
     for path in CONFIGS:
-        cfg = OmegaConf.load(path)
+        cfg = preset("classifier", path.stem)
         if cfg._target_.endswith("TimmClassifier") and not OmegaConf.is_missing(cfg, "name"):
             assert timm.is_model(cfg.name), path.stem
             if "." in cfg.name:
@@ -43,7 +44,7 @@ def test_timm_config_names_resolve_offline():
 
 
 def test_tiny_configs_build_frozen_on_device_and_dtype(images):
-    a = build_classifier(OmegaConf.load(CLASSIFIER_CONF / "tiny_a.yaml"), "cpu", torch.float64)
+    a = build_classifier(preset("classifier", "tiny_a"), "cpu", torch.float64)
     assert isinstance(a, Classifier) and a.mean.dtype == torch.float64
     assert a(images).dtype == torch.float64 and not a.training
 
@@ -51,13 +52,13 @@ def test_tiny_configs_build_frozen_on_device_and_dtype(images):
 @pytest.mark.parametrize("name", ["robust_resnet50", "robust_vit_s"])
 @pytest.mark.parametrize("key", ["classifier", "classifier2"])
 def test_robust_configs_demand_a_checkpoint(name, key):
-    cfg = OmegaConf.load(CLASSIFIER_CONF / f"{name}.yaml")
+    cfg = preset("classifier", name)
     with pytest.raises(DiginError, match=rf"needs its weights file: pass {key}\.checkpoint="):
         build_classifier(cfg, "cpu", key=key)
 
 
 def test_errors_inside_constructors_are_unwrapped_from_hydra(tmp_path):
-    cfg = OmegaConf.load(CLASSIFIER_CONF / "robust_resnet50.yaml")
+    cfg = preset("classifier", "robust_resnet50")
     cfg.checkpoint = str(tmp_path / "missing.pt")
     with pytest.raises(DiginError, match=r"missing\.pt.*classifier2\.checkpoint=") as e:
         build_classifier(cfg, "cpu", key="classifier2")
@@ -72,7 +73,7 @@ def test_robust_resnet50_config_loads_a_torchvision_state_dict(tmp_path, images)
     tv = torchvision.models.resnet50(weights=None).eval()
     path = tmp_path / "robust.pt"
     torch.save({"model": {f"module.model.{k}": v for k, v in tv.state_dict().items()}}, path)
-    cfg = OmegaConf.load(CLASSIFIER_CONF / "robust_resnet50.yaml")
+    cfg = preset("classifier", "robust_resnet50")
     cfg.checkpoint = str(path)
     clf = build_classifier(cfg, "cpu")
     assert clf.input_size == (224, 224) and clf.interpolation == "bilinear"
@@ -85,7 +86,7 @@ def test_robust_resnet50_config_loads_a_torchvision_state_dict(tmp_path, images)
 
 
 def test_an_option_the_classifier_does_not_take_is_named_in_one_line():
-    cfg = OmegaConf.load(CLASSIFIER_CONF / "tiny_a.yaml")
+    cfg = preset("classifier", "tiny_a")
     cfg.bogus = 1
     with pytest.raises(DiginError, match=r"has no option bogus — remove ~classifier2.bogus \(its options: .*seed"):
         build_classifier(cfg, key="classifier2")

@@ -62,7 +62,11 @@ def answer_study(driver, study: Path, participant: str, runs_of: dict[str, str],
     for position in range(len(data["items"])):
         if position == reload_at:  # everything answered so far must survive a reload
             driver.refresh()
-            assert driver.find_element(By.ID, "progress").text == f"Item {position + 1} of {len(data['items'])}"
+            expected = f"Item {position + 1} of {len(data['items'])}"
+            try:  # the page renders from localStorage after load: wait for it, then compare
+                WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "progress").text == expected)
+            finally:
+                assert driver.find_element(By.ID, "progress").text == expected
             driver.find_element(By.ID, "back").click()
             checked = driver.find_elements(By.CSS_SELECTOR, "#questions input:checked")
             assert len(checked) == 3 * 2 + 1  # the previous item's answers came back from localStorage
