@@ -75,3 +75,18 @@ def tiny_captioner_dir(tmp_path_factory):
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def hydra_dir():
+    """Hydra initialised on the project's conf/ (digin's groups registered), for tests that compose configs."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from digin_cli.configs import CONF_DIR, register
+
+    register()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name="test"):
+        yield
+    GlobalHydra.instance().clear()

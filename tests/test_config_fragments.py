@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import re
 
-import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from hydra import compose
 
 from digin_cli.configs import CONF_DIR, options, register
 
@@ -59,15 +57,6 @@ def test_no_block_is_repeated_across_timm_presets_and_optimizers():
         for i, x in enumerate(lines):
             for y in list(lines)[i + 1:]:
                 assert not shared_runs(lines[x], lines[y], RUN), (x, y)
-
-
-@pytest.fixture
-def hydra_dir():
-    register()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name="test"):
-        yield
-    GlobalHydra.instance().clear()
 
 
 def test_fragments_fill_every_task_and_the_task_file_wins(hydra_dir):

@@ -7,23 +7,16 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from hydra import compose
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from digin_cli.config_schemas import SCHEMAS, GeneratorSchema, OptimizerSchema, type_error
-from digin_cli.configs import CONF_DIR, check_config, options, register
+from digin_cli.configs import check_config, options
 from digin_cli.errors import DiginError
 
 
-@pytest.fixture(autouse=True)
-def hydra_dir():
-    register()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name="test"):
-        yield
-    GlobalHydra.instance().clear()
+pytestmark = pytest.mark.usefixtures("hydra_dir")  # tests/conftest.py: compose from conf/
 
 
 def refusal(*overrides: str) -> str:

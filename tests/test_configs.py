@@ -1,20 +1,13 @@
 """Every config group option composes; the groups the CLI promises exist; launcher presets resolve."""
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from hydra import compose
 from hydra.utils import get_class, get_method
 
-from digin_cli.configs import CONF_DIR, GROUPS, options, register
+from digin_cli.configs import GROUPS, options
 
 
-@pytest.fixture(autouse=True)
-def hydra_dir():
-    register()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name="test"):
-        yield
-    GlobalHydra.instance().clear()
+pytestmark = pytest.mark.usefixtures("hydra_dir")  # tests/conftest.py: compose from conf/
 
 
 def test_default_config_has_every_group():
