@@ -8,12 +8,12 @@ items simply add up; a key found twice in one folder is refused (two runs mixed 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from digin_cli.errors import DiginError
+from digin_cli.io.run_folder import read_json
 
 EXPLANATIONS = ("counterfactual.png", "best.png")  # vce writes the counterfactual under one of these names
 ORIGINAL = "original.png"
@@ -42,14 +42,6 @@ def _job_root(folder: Path, top: Path) -> Path:
     return top
 
 
-def _read(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def source_items(top: Path) -> dict[str, SourceItem]:
     """Finished items under ``top`` (a run or a sweep folder) that have an explanation image, by key."""
     top = Path(top).expanduser()
@@ -61,7 +53,7 @@ def source_items(top: Path) -> dict[str, SourceItem]:
         folder = Path(root)
         if "metrics.json" not in files or folder == top or explanation_image(folder) is None:
             continue
-        metrics = _read(folder / "metrics.json")
+        metrics = read_json(folder / "metrics.json")
         if not metrics:
             continue
         image, target = metrics.get("image"), metrics.get("target")
@@ -70,7 +62,7 @@ def source_items(top: Path) -> dict[str, SourceItem]:
         if key in found:
             raise DiginError(f"item '{key}' appears twice in {top} ({found[key].folder.relative_to(top)} and "
                              f"{folder.relative_to(top)}) — pass one run (or one sweep of disjoint shards) per side")
-        flagged = _read(folder / "safety.json").get("flagged") or []
+        flagged = read_json(folder / "safety.json").get("flagged") or []
         found[key] = SourceItem(key, folder, str(metrics.get("start") or ""), str(target or ""),
                                 {str(name) for name in flagged})
     if not found:
