@@ -130,7 +130,7 @@ def settings_from(opt: DictConfig):
     """An ``optimizer`` config node as (:class:`~digin_cli.optimize.OptimSettings`, :class:`~digin_cli.augment.Cutouts`
     without its random source), as the CLI's run context reads it."""
     from digin_cli.augment import Cutouts
-    from digin_cli.context import optim_settings
+    from digin_cli.optimize.settings import optim_settings
 
     return optim_settings(opt), Cutouts(**{k: v for k, v in opt.augment.items() if k != "chunk"})
 
