@@ -18,7 +18,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from digin_cli.config_schemas import type_error
+from digin_cli.schemas import type_error
 from digin_cli.configs import CONF_DIR, GROUPS, check_config, options, register
 from digin_cli.errors import DiginError, suggest, suggest_key
 

@@ -159,9 +159,9 @@ def test_bad_overrides_fail_before_any_output(tmp_path, override, needles):
     (["+classifier.bogus=1"], ["classifier 'tiny_a' has no option bogus", "+classifier.bogus", "input_size"]),
     (["classifier=resnet50", "+classifier.bogus=1"], ["classifier 'resnet50' has no option bogus", "checkpoint"]),
     (["classifier=clip_vit_b16_zeroshot", "+classifier.bogus=1"], ["'clip_vit_b16_zeroshot' has no option bogus"]),
-    (["+classifier2.bogus=1"], ["classifier 'tiny_b' has no option bogus", "+classifier2.bogus"]),
+    (["+classifier2.bogus=1"], ["classifier2 'tiny_b' has no option bogus", "+classifier2.bogus"]),
     (["classifier=convnext_b", "classifier.grad_checkpointing=maybe"],
-     ["classifier.grad_checkpointing must be true, false or auto", "maybe"]),
+     ["classifier.grad_checkpointing must be one of true, false, auto, got maybe"]),
 ])
 def test_bad_classifier_options_give_one_line(tmp_path, overrides, needles):
     proc = digin(*FAST, *overrides, f"paths.output_root={tmp_path}")

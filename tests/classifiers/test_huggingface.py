@@ -9,11 +9,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from digin_cli.api.builders import preset
 from digin_cli.classifiers import build_classifier
 from digin_cli.classifiers.huggingface import HFClassifier, preprocessing_from_processor
 from digin_cli.errors import DiginError
 
-from .conftest import CLASSIFIER_CONF, save_tiny_vit
+from .conftest import save_tiny_vit
 
 NAMES = ["apple_pie", "baby back ribs", "baklava", "beef carpaccio", "beignets"]
 
@@ -24,7 +25,7 @@ def vit_folder(tmp_path_factory) -> Path:
 
 
 def _cfg(pretrained, **overrides):
-    cfg = OmegaConf.load(CLASSIFIER_CONF / "hf.yaml")
+    cfg = preset("classifier", "hf")
     cfg.pretrained = str(pretrained)
     return OmegaConf.merge(cfg, overrides)
 
@@ -101,7 +102,7 @@ def test_folder_that_is_not_a_model(tmp_path):
 def test_presets_name_the_authors_hub_models():
     expected = {"food101": "nateraw/food", "cub": "PwNzDust/vit_cub", "flowers": "andriydovgal/mvp_flowers"}
     for name, hub_id in expected.items():
-        cfg = OmegaConf.load(CLASSIFIER_CONF / f"{name}.yaml")
+        cfg = preset("classifier", name)
         assert cfg.pretrained == hub_id and cfg._target_.endswith("HFClassifier")
 
 

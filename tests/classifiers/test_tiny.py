@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from digin_cli.api.builders import preset
 from digin_cli.classifiers.tiny import TinyClassifier
-
 
 
 def test_deterministic_and_leaves_global_rng_alone(images):
@@ -21,10 +21,9 @@ def test_deterministic_and_leaves_global_rng_alone(images):
 
 def test_tiny_a_and_b_differ(images, classifier_conf):
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
-    a = instantiate(OmegaConf.load(classifier_conf / "tiny_a.yaml"))
-    b = instantiate(OmegaConf.load(classifier_conf / "tiny_b.yaml"))
+    a = instantiate(preset("classifier", "tiny_a"))
+    b = instantiate(preset("classifier", "tiny_b"))
     with torch.no_grad():
         pa, pb = a(images).softmax(-1), b(images).softmax(-1)
     assert (pa - pb).abs().max() > 1e-3

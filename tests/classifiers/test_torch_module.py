@@ -9,11 +9,10 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from digin_cli.api.builders import preset
 from digin_cli.classifiers import build_classifier
 from digin_cli.classifiers.torch_module import TorchModuleClassifier
 from digin_cli.errors import DiginError
-
-from .conftest import CLASSIFIER_CONF
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 CIFAR10 = ASSETS / "cifar10_classes.txt"
@@ -38,7 +37,7 @@ def resnet18_checkpoint(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
 
 
 def _cfg(**overrides):
-    cfg = OmegaConf.load(CLASSIFIER_CONF / "torch_module.yaml")
+    cfg = preset("classifier", "torch_module")
     base = {"model": {"_target_": "torchvision.models.resnet18", "num_classes": 10}, "class_names": str(CIFAR10),
             "input_size": 32, "mean": MEAN, "std": STD, "interpolation": "bilinear"}
     OmegaConf.set_struct(cfg, False)
@@ -154,7 +153,7 @@ def test_checkpoint_of_another_architecture_names_the_model_node(tmp_path):
 
 
 def test_missing_preprocessing_and_names_are_listed_with_examples():
-    cfg = OmegaConf.load(CLASSIFIER_CONF / "torch_module.yaml")
+    cfg = preset("classifier", "torch_module")
     cfg.model._target_ = "torchvision.models.resnet18"
     with pytest.raises(DiginError) as e:
         build_classifier(cfg, "cpu", key="classifier2")

@@ -2,12 +2,12 @@
 
 import copy
 import os
-from pathlib import Path
 
 import pytest
 import torch
 from diffusers import LCMScheduler
 
+from digin_cli.api.builders import preset
 from digin_cli.generation.lcm import LCMSampler
 from digin_cli.generation.models import tiny_lora, tiny_pipeline
 
@@ -160,12 +160,11 @@ def test_ddim_refuses_a_distilled_lcm_in_one_line(distilled):
 
 def test_lcm_dreamshaper_config_is_a_distilled_lcm_and_fails_offline_in_one_line(tmp_path, monkeypatch):
     import huggingface_hub.constants
-    from omegaconf import OmegaConf
 
     from digin_cli.errors import DiginError
     from digin_cli.generation.models import load_generator
 
-    cfg = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "generator" / "lcm_dreamshaper.yaml")
+    cfg = preset("generator", "lcm_dreamshaper")
     assert (cfg.pretrained, cfg.sampler, cfg.lora, cfg.guidance_scale) == ("SimianLuo/LCM_Dreamshaper_v7", "lcm",
                                                                            None, 8.0)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty cache

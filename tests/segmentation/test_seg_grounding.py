@@ -7,9 +7,15 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from digin_cli.api.builders import preset
 from digin_cli.errors import DiginError
 from digin_cli.segmentation import build_segmenter
-from digin_cli.segmentation.grounding import GroundedSam, object_fractions, phrase, tiny_grounding_dino
+from digin_cli.segmentation.grounding import (
+    GroundedSam,
+    object_fractions,
+    phrase,
+    tiny_grounding_dino,
+)
 from digin_cli.segmentation.sam import tiny_sam
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "segmentation"
@@ -17,7 +23,7 @@ CONF = Path(__file__).resolve().parents[2] / "conf" / "segmentation"
 
 @pytest.fixture(scope="module")
 def tiny_gsam():
-    return build_segmenter(OmegaConf.load(CONF / "tiny_grounded_sam.yaml"), "cpu")
+    return build_segmenter(preset("segmentation", "tiny_grounded_sam"), "cpu")
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +121,7 @@ def _empty_hub(tmp_path, monkeypatch):
 
 def test_missing_detector_weights_offline(tmp_path, monkeypatch):
     _empty_hub(tmp_path, monkeypatch)
-    cfg = OmegaConf.load(CONF / "grounded_sam.yaml")
+    cfg = preset("segmentation", "grounded_sam")
     with pytest.raises(DiginError) as info:
         build_segmenter(cfg, "cpu")
     message = str(info.value)
@@ -125,7 +131,7 @@ def test_missing_detector_weights_offline(tmp_path, monkeypatch):
 
 def test_missing_sam_weights_offline(tiny_folders, tmp_path, monkeypatch):
     _empty_hub(tmp_path, monkeypatch)
-    cfg = OmegaConf.merge(OmegaConf.load(CONF / "grounded_sam.yaml"), {"detector": str(tiny_folders / "dino")})
+    cfg = OmegaConf.merge(preset("segmentation", "grounded_sam"), {"detector": str(tiny_folders / "dino")})
     with pytest.raises(DiginError) as info:
         build_segmenter(cfg, "cpu")
     message = str(info.value)

@@ -5,8 +5,8 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 import torch
-from omegaconf import OmegaConf
 
+from digin_cli.api.builders import preset
 from digin_cli.errors import DiginError
 from digin_cli.segmentation import build_segmenter
 from digin_cli.segmentation.sam import SamSegmenter, tiny_sam
@@ -87,7 +87,7 @@ def test_missing_weights_offline(stem, model_id, tmp_path, monkeypatch):
     # An empty Hugging Face cache: nothing can come from disk, and HF_HUB_OFFLINE=1 (conftest) keeps the hub away.
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    cfg = OmegaConf.load(CONF / f"{stem}.yaml")
+    cfg = preset("segmentation", stem)
     assert cfg.pretrained == model_id
     with pytest.raises(DiginError) as info:
         build_segmenter(cfg, "cpu")

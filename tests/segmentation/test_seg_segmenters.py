@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from hydra.utils import get_method, instantiate
 from omegaconf import OmegaConf
 
+from digin_cli.api.builders import preset
 from digin_cli.errors import DiginError
 from digin_cli.segmentation import AttentionSegmenter, NoSegmenter, build_segmenter
 
@@ -58,21 +59,21 @@ def test_no_segmenter_is_all_background():
 
 
 def test_build_segmenter_none_and_no_target():
-    none = build_segmenter(OmegaConf.load(CONF / "none.yaml"), "cpu")
+    none = build_segmenter(preset("segmentation", "none"), "cpu")
     assert isinstance(none, NoSegmenter) and none.name == "none"
     assert isinstance(build_segmenter(OmegaConf.create({"name": "whatever"})), NoSegmenter)
     assert isinstance(build_segmenter(None), NoSegmenter)
 
 
 def test_build_segmenter_attention_passes_device_and_name():
-    seg = build_segmenter(OmegaConf.load(CONF / "attention.yaml"), torch.device("cpu"))
+    seg = build_segmenter(preset("segmentation", "attention"), torch.device("cpu"))
     assert isinstance(seg, AttentionSegmenter)
     assert seg.name == "attention" and seg.device == torch.device("cpu")
     assert seg.ops == ("erosion_3", "dilation_20", "blur_45_30") and seg.threshold == 0.35
 
 
 def test_build_segmenter_unwraps_digin_error():
-    cfg = OmegaConf.load(CONF / "attention.yaml")
+    cfg = preset("segmentation", "attention")
     cfg.ops = ["blur_4_1"]
     with pytest.raises(DiginError, match="blur_4_1"):
         build_segmenter(cfg, "cpu")
@@ -82,7 +83,7 @@ def test_build_segmenter_unwraps_digin_error():
 def test_every_config_has_name_comment_and_importable_target(path):
     text = path.read_text()
     assert text.lstrip().startswith("#"), "one-line comment first"
-    cfg = OmegaConf.load(path)
+    cfg = preset("segmentation", path.stem)
     assert cfg.name == path.stem
     if path.stem == "none":
         assert "_target_" not in cfg
@@ -93,6 +94,6 @@ def test_every_config_has_name_comment_and_importable_target(path):
 
 @pytest.mark.parametrize("stem", ["attention", "tiny_sam"])
 def test_weightless_configs_instantiate(stem):
-    seg = instantiate(OmegaConf.load(CONF / f"{stem}.yaml"))  # plain hydra instantiate works too (name is accepted)
+    seg = instantiate(preset("segmentation", stem))  # plain hydra instantiate works too (name is accepted)
     s_px, s_vae = seg.segment(torch.rand(1, 3, 64, 64), _blob()[0])
     assert s_px.shape == (1, 1, 64, 64) and s_vae.shape == (1, 1, 8, 8)
