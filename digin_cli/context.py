@@ -7,8 +7,7 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from digin_cli.augment import Cutouts
 from digin_cli.classifiers import Classifier, build_classifier
@@ -18,13 +17,7 @@ from digin_cli.generation.sampler import DDIMSampler
 from digin_cli.io.tracking import Tracker
 from digin_cli.io.writer import Writer
 from digin_cli.optimize import OptimSettings
-
-
-def optim_settings(opt: DictConfig) -> OptimSettings:
-    """The loop's settings from an ``optimizer`` config node (the torch optimizer instantiated as a partial)."""
-    fields = {k: v for k, v in OmegaConf.to_container(opt, resolve=True).items()
-              if k in OptimSettings.__dataclass_fields__ and k not in ("optimizer", "chunk")}
-    return OptimSettings(**fields, chunk=int(opt.augment.get("chunk", 4)), optimizer=instantiate(opt.optimizer))
+from digin_cli.optimize.settings import optim_settings
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 
@@ -60,12 +60,19 @@ def load_error(source: str, err: BaseException, *, what: str, fix: str, local_wh
 
 @contextmanager
 def hub_loading(source: str, *, what: str, fix: str, local_what: str | None = None, local_fix: str,
-                pronoun: str = "them") -> Iterator[None]:
+                pronoun: str = "them", failed: Callable[[BaseException], bool] | None = None) -> Iterator[None]:
     """Run the ``from_pretrained`` calls of one model inside; their failures (missing files, offline hub, malformed
-    repo id: OSError / ValueError) become :func:`load_error`'s one line. DiginErrors raised inside pass as they are."""
+    repo id: OSError / ValueError) become :func:`load_error`'s one line. DiginErrors raised inside pass as they are.
+
+    ``failed`` replaces that test for loaders that report a failed fetch otherwise (open_clip re-raises it as a
+    RuntimeError): it says which exceptions are "could not load"; any other keeps its traceback."""
     try:
         yield
-    except (OSError, ValueError) as err:
+    except DiginError:
+        raise
+    except Exception as err:
+        if not (failed(err) if failed is not None else isinstance(err, (OSError, ValueError))):
+            raise
         raise load_error(source, err, what=what, fix=fix, local_what=local_what, local_fix=local_fix,
                          pronoun=pronoun) from None
 

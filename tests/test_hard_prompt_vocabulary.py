@@ -17,7 +17,7 @@ from torch import nn
 
 from digin_cli.classifiers.base import Classifier
 from digin_cli.configs import CONF_DIR, register
-from digin_cli.context import optim_settings
+from digin_cli.optimize.settings import optim_settings
 from digin_cli.errors import DiginError
 from digin_cli.explainer import PromptExplainer
 from digin_cli.generation.lcm import LCMSampler

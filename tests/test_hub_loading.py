@@ -38,3 +38,17 @@ def test_user_errors_and_bugs_pass_through():
         raise DiginError("wrong model type")
     with pytest.raises(KeyError), hub_loading("x", **KW):
         raise KeyError("a bug keeps its traceback")
+
+
+def test_a_loader_that_wraps_the_failed_fetch_says_which_errors_are_load_failures():
+    """open_clip re-raises a failed download as a RuntimeError: ``failed=`` recognises it; other errors still pass."""
+    def wrapped(err):
+        return "download" in str(err)
+
+    with pytest.raises(DiginError, match="^cannot load thing weights 'org/x': not in the local"), \
+            hub_loading("org/x", failed=wrapped, **KW):
+        raise RuntimeError("Failed to download weights for tag 'x'")
+    with pytest.raises(OSError), hub_loading("org/x", failed=wrapped, **KW):
+        raise OSError("a disk error that is no failed fetch")
+    with pytest.raises(DiginError, match="^download nothing$"), hub_loading("org/x", failed=wrapped, **KW):
+        raise DiginError("download nothing")

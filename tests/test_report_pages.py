@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.cli_helpers import DIGIN, ENV, one_line_error, run_digin
+from tests.cli_helpers import DIGIN, digin_env, one_line_error, run_digin
 from tests.report_checks import Page, check_page, images
 
 pytestmark = pytest.mark.slow
@@ -137,8 +136,7 @@ def test_two_job_sweep_pages(tmp_path):
 def test_killed_job_leaves_a_page_of_the_items_it_finished(tmp_path):
     args = [*FAST, "optimizer.steps=4", "task.classes=[goldfish]", "task.seeds=[0,1,2,3]",
             f"paths.output_root={tmp_path}"]
-    proc = subprocess.Popen([*DIGIN, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, **ENV})
+    proc = subprocess.Popen([*DIGIN, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=digin_env())
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:

@@ -10,16 +10,16 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.cli_helpers import DIGIN, run_digin
+
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 CLUSTER = Path(__file__).resolve().parents[1] / "scripts" / "slurm" / "cluster.sh"
-DIGIN = [sys.executable, "-m", "digin_cli.cli"]
 # the tiny demo models on CPU, one CPU per job so that two jobs share this node
 FAST = ["experiment=demo", "optimizer.augment.num=2", "generator.num_steps=3", "optimizer.steps=8"]
 # poll every 2 s; a job absent from sacct and squeue for 30 s is gone
@@ -131,7 +131,7 @@ def test_a_cancelled_job_is_incomplete_soon_and_a_rerun_completes_only_it(cluste
     assert len(stamps) == 3  # job 0's two items, job 1's first
 
     job0_status = (sweep / "0" / "status.json").read_bytes()
-    again = subprocess.run([*DIGIN, *args], capture_output=True, text=True, env=env, timeout=600)
+    again = run_digin(*args, env=env, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # nothing finished was redone
     assert _statuses(sweep) == {"0": "ok", "1": "ok"}
@@ -150,7 +150,7 @@ def test_a_job_killed_by_its_time_limit_is_incomplete(cluster, tmp_path):
             "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=20", f"paths.output_root={tmp_path}",
             f"hydra.sweep.dir={sweep}"]
     start = time.time()
-    proc = subprocess.run([*DIGIN, *args], capture_output=True, text=True, env=env, timeout=400)
+    proc = run_digin(*args, env=env, timeout=400)
     took = time.time() - start
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert _statuses(sweep) == {"0": "incomplete"}

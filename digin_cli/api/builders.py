@@ -8,7 +8,9 @@ node, and hands it to the loader the CLI uses (:func:`~digin_cli.generation.mode
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -52,6 +54,16 @@ def preset(group: str, name: str, **overrides: Any) -> DictConfig:
     return node
 
 
+@contextmanager
+def _keywords(group: str) -> Iterator[None]:
+    """The loaders name command-line keys (``generator.lora=``, ``classifier.pretrained=``); here they are the
+    builder's keywords (``lora=``, ``pretrained=``)."""
+    try:
+        yield
+    except DiginError as err:
+        raise DiginError(re.sub(rf"(?<![\w.]){group}\.(?=\w)", "", str(err))) from None
+
+
 def _device(device: str | torch.device) -> torch.device:
     return device if isinstance(device, torch.device) else resolve_device(str(device))
 
@@ -79,7 +91,8 @@ def load_generator(name: str = "sd15", *, dtype: str | torch.dtype = "fp32", dev
         cfg.sampler = sampler
     device = _device(device)
     torch_dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(str(dtype), device)
-    gen = build(cfg, device, torch_dtype, cache_dir=cache_dir or str(_cache_dir()))
+    with _keywords("generator"):
+        gen = build(cfg, device, torch_dtype, cache_dir=cache_dir or str(_cache_dir()))
     gen.sampler_name = str(cfg.get("sampler", "ddim"))
     return gen
 
@@ -94,10 +107,8 @@ def load_classifier(name: str, *, device: str | torch.device = "cpu", dtype: tor
     """
     from digin_cli.classifiers import build_classifier
 
-    try:
+    with _keywords("classifier"):
         return build_classifier(preset("classifier", name, **settings), _device(device), dtype, two_stage=two_stage)
-    except DiginError as err:  # the loader names command-line keys (classifier.pretrained=): here they are keywords
-        raise DiginError(str(err).replace("classifier.", "")) from None
 
 
 def wrap_classifier(module: torch.nn.Module, class_names: str | Sequence[str], input_size: int | Sequence[int],
@@ -111,10 +122,10 @@ def wrap_classifier(module: torch.nn.Module, class_names: str | Sequence[str], i
     """
     from digin_cli.classifiers.torch_module import TorchModuleClassifier
 
-    clf = TorchModuleClassifier(module, class_names, input_size, list(mean), list(std), interpolation,
-                                features_layer=features_layer)
-    clf = clf.to(device=_device(device))
-    clf.prepare()
+    with _keywords("classifier"):  # the probe batch of prepare() checks the names against the logits
+        clf = TorchModuleClassifier(module, class_names, input_size, list(mean), list(std), interpolation,
+                                    features_layer=features_layer).to(device=_device(device))
+        clf.prepare()
     return clf
 
 
@@ -123,14 +134,15 @@ def load_segmenter(name: str = "sam_hq", *, device: str | torch.device = "cpu", 
     ``tiny_sam``, ...); ``settings`` override its keys (``pretrained=`` a local folder, ``num_points``, ...)."""
     from digin_cli.segmentation import build_segmenter
 
-    return build_segmenter(preset("segmentation", name, **settings), _device(device))
+    with _keywords("segmentation"):
+        return build_segmenter(preset("segmentation", name, **settings), _device(device))
 
 
 def settings_from(opt: DictConfig):
     """An ``optimizer`` config node as (:class:`~digin_cli.optimize.OptimSettings`, :class:`~digin_cli.augment.Cutouts`
     without its random source), as the CLI's run context reads it."""
     from digin_cli.augment import Cutouts
-    from digin_cli.context import optim_settings
+    from digin_cli.optimize.settings import optim_settings
 
     return optim_settings(opt), Cutouts(**{k: v for k, v in opt.augment.items() if k != "chunk"})
 

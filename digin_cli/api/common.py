@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
 import torch
 
 from digin_cli.augment import Cutouts
+from digin_cli.errors import DiginError
 from digin_cli.generation.lcm import LCMSampler
 from digin_cli.generation.models import StableDiffusion
 from digin_cli.generation.sampler import DDIMSampler
@@ -15,7 +20,8 @@ def default_sampler(gen: StableDiffusion, settings: OptimSettings, compile: bool
     """The sampler ``gen`` was loaded with (``sampler=`` of :func:`digin_cli.api.load_generator`; DDIM otherwise),
     checkpointed per step unless ``settings.checkpointing`` is False (as the CLI's ``optimizer.checkpointing``)."""
     cls = LCMSampler if getattr(gen, "sampler_name", "ddim") == "lcm" else DDIMSampler
-    return cls(gen, checkpointing=settings.checkpointing is not False, compile=compile)
+    with argument_names({"generator.sampler": "sampler"}):  # the tasks hand their own sampler: never reached by a run
+        return cls(gen, checkpointing=settings.checkpointing is not False, compile=compile)
 
 
 def cutouts_for(template: Cutouts, rng: torch.Generator | None, seed: int, device: torch.device) -> Cutouts:
@@ -24,3 +30,17 @@ def cutouts_for(template: Cutouts, rng: torch.Generator | None, seed: int, devic
     if rng is None:
         rng = torch.Generator(device=device).manual_seed(int(seed))
     return Cutouts(template.num, template.power, template.noise_sd, generator=rng)
+
+
+@contextmanager
+def argument_names(keys: Mapping[str, str]) -> Iterator[None]:
+    """A DiginError of a check shared with the CLI names its keys (``task.delta=0.1``); raised inside, it names the
+    method's keywords instead (``delta=0.1``). Only around checks the CLI makes up front with its own keys, so a run
+    never meets the translated line."""
+    try:
+        yield
+    except DiginError as err:
+        text = str(err)
+        for key, name in keys.items():  # whole keys only: task.tau is not the start of task.tau_end
+            text = re.sub(rf"(?<![\w.]){re.escape(key)}(?!\w)", name, text)
+        raise DiginError(text) from None

@@ -34,6 +34,7 @@ class Counterfactuals(RealImageMethod):
     :class:`CounterfactualSettings`."""
 
     edit_type = CounterfactualSettings
+    captioned = True
 
     def explain(self, image, target, start=None, seed: int | None = 0) -> EditResult:
         """The counterfactual of ``image`` (a path, PIL image or [0, 1] tensor) toward ``target`` (a class name or

@@ -16,13 +16,20 @@ from os import PathLike
 
 from digin_cli import explainer
 from digin_cli.api.builders import optimizer_settings
-from digin_cli.api.common import default_sampler
+from digin_cli.api.common import argument_names, default_sampler
 from digin_cli.api.results import ExplanationResult
 from digin_cli.classifiers import Classifier, resolve_class
 from digin_cli.device import peak_memory_mb
+from digin_cli.errors import DiginError
 from digin_cli.generation.models import StableDiffusion
 from digin_cli.generation.prompts import check_prompt, vocabulary_ids
 from digin_cli.optimize import OptimSettings
+
+
+def _check_target(class_, feature) -> None:
+    # explainer.explanation_objective says it with the CLI's keys; the CLI refuses an empty task before any item.
+    if class_ is None and feature is None:
+        raise DiginError("an explanation needs a class or a feature — pass class_= and/or feature=")
 
 
 def _preset(name: str) -> OptimSettings:
@@ -59,6 +66,7 @@ class PromptExplainer:
         ``prefix`` is fixed text before the ``num_tokens`` learnable tokens (Fig. 4: "a texture of"); ``init`` is
         ``random`` or a word whose embedding starts them; ``seed`` starts the stream of z; ``num_samples`` images are
         drawn from fresh seeds afterwards. ``callback(iterate)`` sees every iterate (loss curves)."""
+        _check_target(class_, feature)
         check_prompt(self.gen.tokenizer, str(prefix), int(num_tokens), str(init))
         prompt = self._engine.soft_prompt(str(prefix), int(num_tokens), str(init), int(seed))
         return self._run(self._engine, prompt, class_, feature, seed, num_samples, feature_weight, callback)
@@ -72,15 +80,18 @@ class PromptExplainer:
         softmax of temperature ``tau`` (annealed to ``tau_end``); ``whole_words`` keeps whole-word tokens,
         ``vocabulary`` (words or a text file) the candidates. ``result.text`` is the explanation ("a picture of
         flower"); the samples come from that text."""
+        _check_target(class_, feature)
         check_prompt(self.gen.tokenizer, str(prefix), int(num_tokens), str(init))
         words = vocabulary if vocabulary is None or isinstance(vocabulary, (str, PathLike)) else \
             [str(w) for w in vocabulary]
-        ids = vocabulary_ids(self.gen.tokenizer, words)
+        with argument_names({"task.vocabulary": "vocabulary"}):  # task=hard_prompt checks it before models load
+            ids = vocabulary_ids(self.gen.tokenizer, words)
         if self.text_settings is None:
             self.text_settings = _preset("hard_prompt")
         engine = explainer.PromptExplainer(self.gen, self.sampler, self.text_settings, progress=self.progress)
-        prompt = engine.hard_prompt(str(prefix), int(num_tokens), str(init), int(seed), float(tau), bool(whole_words),
-                                    ids, None if tau_end is None else float(tau_end))
+        with argument_names({"task.tau": "tau", "task.tau_end": "tau_end"}):  # the CLI's config check has them first
+            prompt = engine.hard_prompt(str(prefix), int(num_tokens), str(init), int(seed), float(tau),
+                                        bool(whole_words), ids, None if tau_end is None else float(tau_end))
         return self._run(engine, prompt, class_, feature, seed, num_samples, feature_weight, callback)
 
     def _run(self, engine, prompt, class_, feature, seed, num_samples, feature_weight, callback) -> ExplanationResult:

@@ -23,6 +23,7 @@ from digin_cli.counterfactual import PreparedImage
 from digin_cli.data import InputImage
 from digin_cli.errors import DiginError
 from digin_cli.captioning.object_words import caption_name, mask_words
+from digin_cli.api.common import argument_names
 from digin_cli.api.real_images import EditSettings, RealImageMethod
 from digin_cli.api.edits import EditResult, distances, edit_result
 from digin_cli.objectives import FeatureActivation, ForegroundAwareDistance, NeuronCounterfactual
@@ -56,7 +57,8 @@ class FeatureEdits(RealImageMethod):
         """The image prepared with its start class's caption name; ``words``: the mask words (a string or
         {class: words}; None: the authors' head noun)."""
         name = caption_name(self.clf.class_names, start)
-        chosen = mask_words(name, words)
+        with argument_names({"task.mask_words": "mask_words"}):  # neuron_cf / npca check theirs before any image
+            chosen = mask_words(name, words)
         return self.prepare(image, name, chosen), chosen
 
     def _start(self, probs: torch.Tensor, start) -> int:

@@ -35,6 +35,14 @@ OBJECT_SEED_BASE = 1_000_000  # object scores use seeds 10^6, 10^6 + 1, ...: dis
 DIRECTIONS = {"max": 1, "min": -1}
 
 
+def check_keep_words(prompt: str, words: str, key: str = "keep_words") -> None:
+    """The words whose foreground is pinned must name something in the prompt (as a whole word); ``key`` is how the
+    caller passed them (``task.mask_words`` on the command line)."""
+    if not re.search(rf"(?<!\w){re.escape(words)}(?!\w)", prompt, re.IGNORECASE):
+        raise DiginError(f"{key} '{words}' does not occur in the prompt '{prompt}' — pass words of the prompt naming "
+                         "the object")
+
+
 def caption(metrics: dict) -> str:
     return f"phi {metrics['phi']:.3g}" + (f" p {metrics['p_class']:.2g}" if "p_class" in metrics else "")
 
@@ -111,9 +119,7 @@ class NeuronVisualiser:
             if self.segmenter is None:
                 raise DiginError("keeping the object pins its mask, but no segmenter was given — pass segmenter="
                                  "digin.load_segmenter('sam_hq') (or keep_words=None)")
-            if not re.search(rf"(?<!\w){re.escape(keep_words)}(?!\w)", prompt, re.IGNORECASE):
-                raise DiginError(f"task.mask_words '{keep_words}' does not occur in the prompt '{prompt}' — pass "
-                                 "words of the prompt naming the object")
+            check_keep_words(prompt, keep_words)
             obj = generated_object(sd, self.sampler, self.segmenter, z_T, prompt, null, keep_words, self.mask_steps)
             hooks = SamplerHooks(before_step=pin_region(obj.latent_mask, obj.trajectory, self.keep_until,
                                                         self.sampler.num_steps))

@@ -9,7 +9,7 @@ their run instead (:meth:`RealImageMethod.from_parts`), so both run the same cod
 from __future__ import annotations
 
 import os
-import sys
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -132,12 +132,15 @@ def _sampler(gen, settings: OptimSettings) -> DDIMSampler:
 
 class RealImageMethod:
     """The parts every real-image method holds. ``captioner`` None: the caption is the template "an image of a
-    <class>" (the CLI's ``captioner=none`` ablation; the paper captions with BLIP-large, ``captioning.HFCaptioner``).
+    <class>" (as neuron_cf / npca; for counterfactuals the CLI's ``captioner=none`` ablation, warned about: the paper
+    captions with BLIP-large, ``captioning.HFCaptioner``).
     ``segmenter`` None: no mask (Eq. 4 becomes a global distance; an ablation). ``settings``: the ``optimizer``
     group (:class:`OptimSettings`), ``cutouts``: its ``augment`` views (:class:`Cutouts`), ``edit``: the task's
     real-image block (:class:`EditSettings`; each method's subclass of it holds its defaults)."""
 
     edit_type = EditSettings
+    captioned = False
+    """Whether the paper captions the image (vce): such a method warns when the template stands in (an ablation)."""
 
     def __init__(self, gen, clf: Classifier, segmenter: Segmenter | None = None, captioner: Captioner | None = None,
                  settings: OptimSettings | None = None, cutouts: Cutouts | None = None,
@@ -149,10 +152,10 @@ class RealImageMethod:
             cutouts = cutouts if cutouts is not None else self._default_cutouts(edit, augment)
         sampler = _sampler(gen, settings)
         segmenter = segmenter if segmenter is not None else NoSegmenter(device=sampler.sd.device)
-        if captioner is None:
-            print("digin: warning: no captioner — the caption is only the template (\"an image of a <class>\"), an "
-                  "ablation; the paper inverts a caption of the image (pass a captioning.HFCaptioner)",
-                  file=sys.stderr)
+        if captioner is None and self.captioned:  # the CLI's captioner=none warning, for Python callers
+            warnings.warn("captioner=None — the caption is only the template (\"an image of a <class>\"), an "
+                          "ablation; the paper inverts a caption of the image (pass "
+                          "captioner=digin_cli.captioning.HFCaptioner(...))", UserWarning, stacklevel=2)
         editor = RealImageEditor(sampler.sd, sampler, segmenter, _MemoryCache(), sd_key="api",
                                  inner_steps=edit.inner_steps, early_stop=edit.early_stop, mask_steps=edit.mask_steps,
                                  max_injection=max(edit.injections))

@@ -19,7 +19,7 @@ import torch
 
 from digin_cli import explainer
 from digin_cli.api.builders import optimizer_settings
-from digin_cli.api.common import default_sampler
+from digin_cli.api.common import argument_names, default_sampler
 from digin_cli.api.results import ExplanationResult
 from digin_cli.classifiers import Classifier, resolve_class
 from digin_cli.data.annotations import check_delta, decide
@@ -94,7 +94,8 @@ class SpuriousFinder:
         if not getattr(self.detector, "text_prompted", False):
             raise DiginError(f"{type(self.detector).__name__} cannot segment by text — pass a text-prompted "
                              "segmenter, e.g. digin.load_segmenter('grounded_sam')")
-        self.delta = check_delta(self.delta)
+        with argument_names({"task.delta": "delta"}):  # task=spurious checks task.delta before any model loads
+            self.delta = check_delta(self.delta)
         if int(self.num_samples) < 1:
             raise DiginError(f"num_samples must be >= 1, got {self.num_samples} — the paper uses 10")
         if self.settings is None:

@@ -162,6 +162,3 @@ def is_download_error(exc: BaseException) -> bool:
             return True
         e = e.__cause__ or e.__context__
     return False
-
-
-HUB_UNAVAILABLE = "not in the local Hugging Face cache and HF_HUB_OFFLINE is set (or no network)"

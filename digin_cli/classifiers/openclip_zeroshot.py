@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from digin_cli.classifiers.base import _INTERPOLATIONS, Classifier
-from digin_cli.classifiers.checkpoint import HUB_UNAVAILABLE, is_download_error
+from digin_cli.classifiers.checkpoint import is_download_error
 from digin_cli.classifiers.classnames import imagenet_class_names
-from digin_cli.errors import DiginError, suggest
+from digin_cli.errors import DiginError, hub_loading, suggest
 
 _TEMPLATE_SETS = ("openai", "simple")
 _DEFAULT_CACHE = "~/.cache/digin/zeroshot"
@@ -73,15 +73,11 @@ class OpenClipZeroShot(Classifier):
         weights = pretrained
         if pretrained is not None and os.path.isfile(os.path.expanduser(pretrained)):
             weights = os.path.expanduser(pretrained)  # open_clip tests the path as given, without '~'
-        try:
+        # A tag is fetched from the hub (an hf-hub: model with its own weights); a local file is read as it is.
+        with hub_loading(str(weights if weights is not None else model), what=f"open_clip '{model}' weights",
+                         failed=is_download_error, fix="or pass classifier.pretrained=/path/to/weights",
+                         local_fix="check that classifier.model is the architecture of these weights"):
             clip, _, _ = open_clip.create_model_and_transforms(model, pretrained=weights)
-        except Exception as e:
-            if is_download_error(e):
-                raise DiginError(
-                    f"cannot load open_clip weights for '{model}' pretrained='{pretrained}': {HUB_UNAVAILABLE} —"
-                    " download them once with network access, or pass classifier.pretrained=/path/to/weights"
-                ) from e
-            raise
         cfg = open_clip.get_model_preprocess_cfg(clip)
         interp = cfg.get("interpolation", "bicubic")
         super().__init__(

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import torch
 
 from digin_cli.classifiers.base import _INTERPOLATIONS, Classifier
-from digin_cli.classifiers.checkpoint import HUB_UNAVAILABLE, is_download_error, load_into
+from digin_cli.classifiers.checkpoint import is_download_error, load_into
 from digin_cli.classifiers.classnames import imagenet_class_names, load_class_names
-from digin_cli.errors import DiginError, suggest
+from digin_cli.errors import DiginError, hub_loading, suggest
 
 
 def _check_name(name: str) -> None:
@@ -61,15 +61,12 @@ class TimmClassifier(Classifier):
 
         _check_name(name)
         head = {} if num_classes is None else {"num_classes": int(num_classes)}
-        try:
+        local = name.split(":", 1)[1] if name.startswith("local-dir:") else name
+        with hub_loading(local, what="timm weights", local_what="a timm model", failed=is_download_error,
+                         fix="or pass classifier.checkpoint=/path/to/weights",
+                         local_fix="point classifier.name=local-dir:<folder> at a folder with config.json and the"
+                                   " weights, or pass classifier.checkpoint=/path/to/weights"):
             model = timm.create_model(name, pretrained=bool(pretrained) and checkpoint is None, **head)
-        except Exception as e:
-            if is_download_error(e):
-                raise DiginError(
-                    f"cannot load timm weights for '{name}': {HUB_UNAVAILABLE} — download them once with network"
-                    " access, or pass classifier.checkpoint=/path/to/weights"
-                ) from e
-            raise
         if checkpoint is not None:
             load_into(model, checkpoint, trusted=trusted_checkpoint)
 

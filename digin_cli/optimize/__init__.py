@@ -8,11 +8,11 @@ from digin_cli.optimize.memory import (
     saved_bytes,
     step_activation_bytes,
 )
-from digin_cli.optimize.settings import OptimSettings
+from digin_cli.optimize.settings import OptimSettings, optim_settings
 from digin_cli.optimize.variables import PromptVariables, SamplerDeltas, SamplerInputs, Variables, stream_seed
 
 __all__ = [
     "DiginOptimizer", "Iterate", "LossFunction", "MemoryPlan", "OptimResult", "OptimSettings", "Progress",
-    "PromptVariables", "SamplerDeltas", "SamplerInputs", "decode_activation_bytes", "linear_weights", "saved_bytes",
-    "step_activation_bytes", "stream_seed", "Variables",
+    "PromptVariables", "SamplerDeltas", "SamplerInputs", "decode_activation_bytes", "linear_weights", "optim_settings",
+    "saved_bytes", "step_activation_bytes", "stream_seed", "Variables",
 ]

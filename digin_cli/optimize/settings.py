@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
 
 @dataclass
@@ -42,3 +44,11 @@ class OptimSettings:
     """``best`` (lowest plain loss, DiG-IN) or ``last`` (the final iterate: the paper's t* with a new z per step)."""
     keep_images_every: int = 1
     """Keep every n-th iterate's image on CPU (the first, last and selected are always kept)."""
+
+
+def optim_settings(opt: DictConfig) -> OptimSettings:
+    """The loop's settings from an ``optimizer`` config node (the torch optimizer instantiated as a partial); the run
+    context and the API's ``optimizer_settings`` both read the group through it."""
+    fields = {k: v for k, v in OmegaConf.to_container(opt, resolve=True).items()
+              if k in OptimSettings.__dataclass_fields__ and k not in ("optimizer", "chunk")}
+    return OptimSettings(**fields, chunk=int(opt.augment.get("chunk", 4)), optimizer=instantiate(opt.optimizer))

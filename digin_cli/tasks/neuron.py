@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from digin_cli.api.neurons import OBJECT_SEED_BASE, NeuronVisualiser, object_scores
+from digin_cli.api.neurons import OBJECT_SEED_BASE, NeuronVisualiser, check_keep_words, object_scores
 from digin_cli.context import RunContext
 from digin_cli.data import load_inputs
 from digin_cli.errors import DiginError
@@ -159,6 +159,8 @@ def run(ctx: RunContext) -> dict:
     def work(item_dir, item):
         n, label = item["neuron"], item["class_index"]
         prompt, words = prompt_for(n, label, item["sign"])
+        if keep and words:
+            check_keep_words(prompt, words, "task.mask_words")  # the API's check, named as the command line sets it
         result = method.visualise(n, item["direction"], prompt, seed=item["seed"], report_class=label,
                                   keep_words=words if keep else None, rng=ctx.rng)
         save_result(ctx, item_dir, result)

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-DIGIN = [sys.executable, "-m", "digin_cli.cli"]
+from tests.cli_helpers import run_digin
 
 
 @pytest.fixture(scope="session")
@@ -28,11 +25,7 @@ def tiny(api):
 
 @pytest.fixture(scope="session")
 def cli():
-    def run(*args, cwd=None):
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-        return subprocess.run([*DIGIN, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
-
-    return run
+    return run_digin
 
 
 def numbers(metrics: dict) -> dict:

@@ -9,9 +9,6 @@ through ``digin`` with the same seed gives the same image bytes and metrics.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -24,6 +21,7 @@ from digin_cli.features import npca
 import digin_cli as digin
 from digin_cli.api.real_images import as_input
 from digin_cli.optimize import OptimSettings
+from tests.cli_helpers import run_digin
 
 VCE_FILES = {"original.png", "reconstruction.png", "mask_overlay.png", "mask.png", "attention.png", "init.png",
              "counterfactual.png", "iterates.png", "metrics.json"}
@@ -135,9 +133,7 @@ def test_one_vce_item_through_the_api_equals_the_cli(tiny_sd, clf, segmenter, im
             "captioner=none", "generator.num_steps=4", f"optimizer.augment.num={views}", f"optimizer.steps={steps}",
             f"optimizer.lr={lr}", f"task.images={image_file}", "task.targets=[goldfish]", "seed=0",
             f"paths.output_root={tmp_path / 'out'}", f"paths.cache_dir={tmp_path / 'cache'}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "digin_cli.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=600)
+    proc = run_digin(*args, timeout=600)
     assert proc.returncode == 0, proc.stderr
     (metrics_file,) = (tmp_path / "out").glob("vce/runs/*/fox/*/metrics.json")
     item = metrics_file.parent

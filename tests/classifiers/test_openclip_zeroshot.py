@@ -76,6 +76,11 @@ def test_offline_weights_and_bad_names_are_one_line_errors(tmp_path, monkeypatch
         OpenClipZeroShot("ViT-B-16", "laion2b_s34b_b88k", cache_dir=str(tmp_path))
     assert "'ViT-B-16'" in str(e.value) and "laion2b_s34b_b88k" in str(e.value) and "HF_HUB_OFFLINE" in str(e.value)
     assert time.monotonic() - start < 10  # open_clip fetches weights before building the towers
+    # open_clip wraps the hub's error in a RuntimeError; the shared hub-loading line still comes out, unchained.
+    assert str(e.value) == ("cannot load open_clip 'ViT-B-16' weights 'laion2b_s34b_b88k': not in the local Hugging "
+                            "Face cache and HF_HUB_OFFLINE is set — download them once with network access "
+                            "(HF_HUB_OFFLINE=0), or pass classifier.pretrained=/path/to/weights")
+    assert e.value.__cause__ is None and e.value.__suppress_context__
 
 
 def test_unknown_model_tag_and_templates():

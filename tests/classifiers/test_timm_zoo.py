@@ -80,6 +80,20 @@ def test_offline_without_cache_is_a_one_line_error(tmp_path, monkeypatch):
     msg = str(e.value)
     assert "'resnet18.a1_in1k'" in msg and "HF_HUB_OFFLINE" in msg and "classifier.checkpoint=" in msg
     assert "\n" not in msg
+    # The shared hub-loading line (digin_cli.errors.load_error), without the hub's traceback chained to it.
+    assert msg == ("cannot load timm weights 'resnet18.a1_in1k': not in the local Hugging Face cache and HF_HUB_OFFLINE "
+                   "is set — download them once with network access (HF_HUB_OFFLINE=0), or pass "
+                   "classifier.checkpoint=/path/to/weights")
+    assert e.value.__cause__ is None and e.value.__suppress_context__
+
+
+def test_a_local_dir_model_that_does_not_load_names_the_folder_and_the_loaders_reason(tmp_path):
+    with pytest.raises(DiginError) as e:
+        TimmClassifier(f"local-dir:{tmp_path}", pretrained=True)
+    assert str(e.value).startswith(f"cannot load a timm model from folder '{tmp_path}' (FileNotFoundError: ")
+    assert str(e.value).endswith("— point classifier.name=local-dir:<folder> at a folder with config.json and the "
+                                 "weights, or pass classifier.checkpoint=/path/to/weights")
+    assert "\n" not in str(e.value)
 
 
 def test_checkpoint_of_another_dataset_with_its_own_names(tmp_path, images):

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from digin_cli.configs import CONF_DIR, register
-from digin_cli.context import optim_settings
+from digin_cli.optimize.settings import optim_settings
 from digin_cli.generation.prompts import HardPrompt, SoftPrompt
 
 PLANTED = "koala"

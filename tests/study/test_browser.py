@@ -6,14 +6,13 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from digin_cli.study.make import make_study
+from tests.cli_helpers import run_digin
 from tests.study.helpers import EVIL, picture, planted, tiny_checker, vce_run
 
 pytestmark = pytest.mark.browser
@@ -137,8 +136,7 @@ def test_browser_answers_a_two_run_study_and_score_reads_it_back(tmp_path):
         assert sheet["items_checksum"] == data["items_checksum"]
         assert [r["sides"] for r in sheet["responses"]] == orders[p]
 
-    proc = subprocess.run([sys.executable, "-m", "digin_cli.cli", "study", "score", str(study), *map(str, files)],
-                          capture_output=True, text=True, timeout=300)
+    proc = run_digin("study", "score", study, *files, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = {(r["question"], r["run"], r["statistic"]): r for r in csv.DictReader((study / "results.csv").open())}
     value = lambda q, run, stat: float(rows[(q, run, stat)]["value"])  # noqa: E731
@@ -180,8 +178,7 @@ def test_browser_rates_resemblance_against_the_highlighted_image(tmp_path):
         answers = wait_for(downloads, "answers-*-r1.json")
     finally:
         driver.quit()
-    proc = subprocess.run([sys.executable, "-m", "digin_cli.cli", "study", "score", str(study), str(answers)],
-                          capture_output=True, text=True, timeout=300)
+    proc = run_digin("study", "score", study, answers, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = {(r["question"], r["run"], r["statistic"]): r for r in csv.DictReader((study / "results.csv").open())}
     assert float(rows[("resemblance", "A", "mean")]["value"]) == pytest.approx(sum(rating.values()) / len(rating))

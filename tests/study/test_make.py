@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,9 +13,8 @@ from digin_cli.errors import DiginError
 from digin_cli.safety import sha256
 from digin_cli.study.make import items_checksum, make_study
 from digin_cli.study.questions import load_questionnaire
+from tests.cli_helpers import one_line_error, run_digin
 from tests.study.helpers import EVIL, IMAGES, TARGETS, picture, planted, tiny_checker, vce_run
-
-ENV = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
 
 
 @pytest.fixture(scope="module")
@@ -146,21 +143,18 @@ def test_cli_make_with_a_saved_checker_folder_and_offline_error(runs, checker, t
     folder = tmp_path / "checker"
     checker.model.save_pretrained(folder)
     checker.processor.save_pretrained(folder)
-    cli = [sys.executable, "-m", "digin_cli.cli", "study", "make", str(a), str(b)]
-    env = {**ENV, "PYTHONPATH": str(Path.cwd())}
-    proc = subprocess.run([*cli, "--out", str(tmp_path / "study"), "--safety-checker", str(folder), "--seed", "1"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    cli = ["study", "make", str(a), str(b)]
+    proc = run_digin(*cli, "--out", tmp_path / "study", "--safety-checker", folder, "--seed", "1", timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(tmp_path / "study" / "index.html")
     study = json.loads((tmp_path / "study" / "study.json").read_text())
     assert study["left_out"]["unsafe"] == {f"cat.png → {EVIL}": ["B"]}  # the loaded checker flags the planted image
 
-    proc = subprocess.run([*cli, "--out", str(tmp_path / "study2")], capture_output=True, text=True, env=env,
-                          timeout=300)
+    proc = run_digin(*cli, "--out", tmp_path / "study2", timeout=300)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "CompVis/stable-diffusion-safety-checker" in proc.stderr and not (tmp_path / "study2").exists()
-    proc = subprocess.run([sys.executable, "-m", "digin_cli.cli", "study", "make", "--out", "x"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    one_line_error(proc, "CompVis/stable-diffusion-safety-checker")
+    proc = run_digin("study", "make", "--out", "x", timeout=300)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "usage: digin study make" in proc.stderr
 
 
@@ -174,16 +168,14 @@ def test_a_study_of_two_real_vce_runs(checker, tmp_path):
     image = Image.new("RGB", (64, 64), (40, 120, 200))
     ImageDraw.Draw(image).ellipse((16, 12, 48, 44), fill=(220, 90, 30))
     image.save(inputs / "fox.png")
-    env = {**ENV, "PYTHONPATH": str(Path.cwd())}
-    base = [sys.executable, "-m", "digin_cli.cli", "task=vce", "captioner=none", "generator=tiny", "classifier=tiny_a",
+    base = ["task=vce", "captioner=none", "generator=tiny", "classifier=tiny_a",
             "segmentation=tiny_sam", "device=cpu", f"task.images={inputs}", "task.targets=[goldfish]",
             "generator.num_steps=3", "optimizer.steps=1", "optimizer.augment.num=2", "task.inversion.inner_steps=2",
             "task.p2p.injections=[0.4]", "task.p2p.blends=[0.0]", f"paths.cache_dir={tmp_path / 'cache'}"]
     runs = []
     for name, lr in (("a", "0.01"), ("b", "0.2")):
         run = tmp_path / name
-        proc = subprocess.run([*base, f"optimizer.lr={lr}", f"hydra.run.dir={run}"], capture_output=True, text=True,
-                              env=env, timeout=600)
+        proc = run_digin(*base, f"optimizer.lr={lr}", f"hydra.run.dir={run}", timeout=600)
         assert proc.returncode == 0, proc.stderr
         runs.append(run)
     out = make_study(runs, "uvce", tmp_path / "study", checker, checker.name, seed=0)

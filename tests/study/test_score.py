@@ -6,9 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,9 +13,9 @@ import pytest
 from digin_cli.errors import DiginError
 from digin_cli.study.make import make_study
 from digin_cli.study.score import _alpha, load_answers, load_study, score, score_study
+from tests.cli_helpers import one_line_error, run_digin
 from tests.study.helpers import vce_run
 
-ENV = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
 
 
 @pytest.fixture(scope="module")
@@ -86,15 +83,15 @@ def test_answers_of_another_study_are_refused_in_one_line(study, tmp_path):
     good.write_text(json.dumps(sheet(data, "p1", lambda pos, q, run: "A" if q == "better" else 1)))
     other = tmp_path / "other.json"
     other.write_text(json.dumps({**json.loads(good.read_text()), "study_id": "0123456789ab", "participant": "p2"}))
-    cli = [sys.executable, "-m", "digin_cli.cli", "study", "score", str(study)]
-    env = {**ENV, "PYTHONPATH": str(Path.cwd())}
-    proc = subprocess.run([*cli, str(good), str(other)], capture_output=True, text=True, env=env, timeout=300)
+    cli = ["study", "score", str(study)]
+    proc = run_digin(*cli, good, other, timeout=300)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "other.json answers study '0123456789ab', not this study" in proc.stderr
+    one_line_error(proc, "other.json answers study '0123456789ab', not this study")
     assert not (study / "results.csv").exists()  # nothing written on a refusal
     with pytest.raises(DiginError, match="answered twice"):
         load_answers(data, [good, good])
-    proc = subprocess.run([*cli, str(good)], capture_output=True, text=True, env=env, timeout=300)
+    proc = run_digin(*cli, good, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader((study / "results.csv").open()))
     assert {r["statistic"] for r in rows} >= {"mean", "share", "krippendorff_alpha_nominal"}
