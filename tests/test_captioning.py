@@ -19,6 +19,7 @@ from digin_cli.captioning import (
     model_slug,
 )
 from digin_cli.errors import DiginError
+from digin_cli.api.builders import preset
 from digin_cli.generation.tokenizer import clip_tokenizer
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "captioner"
@@ -31,7 +32,7 @@ def _image(seed: int) -> torch.Tensor:
 
 
 def _hf_cfg(model, **over):
-    cfg = OmegaConf.load(CONF / "hf.yaml")
+    cfg = preset("captioner", "hf")
     cfg.model = str(model)
     return OmegaConf.merge(cfg, over)
 
@@ -47,13 +48,13 @@ def test_template_captioner_fills_the_template():
 
 
 def test_build_captioner_none_and_defaults():
-    cap = build_captioner(OmegaConf.load(CONF / "none.yaml"), cache_dir=None, device="cpu")
+    cap = build_captioner(preset("captioner", "none"), cache_dir=None, device="cpu")
     assert isinstance(cap, TemplateCaptioner) and cap.caption(_image(0), "red fox") == PREFIX
     assert isinstance(build_captioner(None), TemplateCaptioner)
     custom = build_captioner(OmegaConf.create({"name": "none", "template": "a photo of a {}"}))
     assert custom.caption(_image(0), "tiger") == "a photo of a tiger"
     # hf.yaml's fields are exactly HFCaptioner's arguments
-    assert OmegaConf.load(CONF / "hf.yaml").model == "Salesforce/blip-image-captioning-large"
+    assert preset("captioner", "hf").model == "Salesforce/blip-image-captioning-large"
 
 
 # -------------------------------------------------------------------------------------------------- prefix forcing

@@ -153,7 +153,14 @@ def test_vocabulary_masks_every_other_token(tiny_sd):
 
 @pytest.mark.parametrize("override", ["task.tau=0", "task.tau_end=-1", "task.tau_end=abc"])
 def test_bad_temperatures_are_config_errors(override):
+    from hydra.errors import HydraException
+
     from digin_cli.configs import check_config
+    from digin_cli.schemas import type_error
 
     with pytest.raises(DiginError, match=override.split("=")[0] + " must be a number > 0"):
-        check_config(composed(override))
+        try:  # as the CLI pre-flight: the schema refuses a type while composing, check_config a range
+            cfg = composed(override)
+        except HydraException as err:
+            raise DiginError(type_error(err) or str(err)) from None
+        check_config(cfg)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf

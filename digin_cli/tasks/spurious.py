@@ -85,9 +85,7 @@ def _ranking(ctx: RunContext, f, c: int) -> list[dict]:
     written as ``<class>/ranking.csv``."""
     from digin_cli.features import class_feature_ranking
 
-    top_k = int(ctx.cfg.task.top_k)
-    if top_k < 1:
-        raise DiginError(f"task.top_k must be >= 1, got {top_k} — or list task.features")
+    top_k = int(ctx.cfg.task.top_k)  # >= 1: its schema's range
     weight, _ = f.head()
     name = f.class_names[c]
     features = features_of(ctx, f, class_files(ctx, f, c), f"features of '{name}'")
@@ -135,9 +133,7 @@ def run(ctx: RunContext) -> dict:
     # Everything that needs no model is checked first: a bad input fails in a second and writes nothing.
     delta = check_delta(task.delta)
     folds = check_folds(task.get("cv_folds", 5))
-    num_samples = int(task.num_samples)
-    if num_samples < 1:
-        raise DiginError(f"task.num_samples must be >= 1, got {num_samples} — the paper uses 10")
+    num_samples = int(task.num_samples)  # >= 1: its schema's range
     _require_text_segmenter(cfg.segmentation)
     if task.annotations:
         Annotations.load(task.annotations)  # the file's structure and labels, before the classifier loads

@@ -26,7 +26,6 @@ from digin_cli.tasks.common.real_images import (real_image_method, require_image
                                                 start_class)
 
 
-STRATEGIES = ("second_most_likely", "nearest_text", "true_label", "wordnet_cluster")
 IMAGE_LISTS = ("dig_in",)
 
 
@@ -98,9 +97,6 @@ def run(ctx: RunContext) -> dict:
     for pair in task.pairs:
         if len(pair) != 2:
             raise DiginError(f"task.pairs entries are [image class, target class], got {list(pair)}")
-    if task.target_strategy not in STRATEGIES and not task.targets:
-        raise DiginError(f"unknown task.target_strategy '{task.target_strategy}' — use one of: "
-                         f"{', '.join(STRATEGIES)}, or list task.targets")
     # Built before the big models: a captioning model missing offline fails in a second (only its config is read).
     captioner = build_captioner(cfg.captioner, Path(str(cfg.paths.cache_dir)), ctx.device)
     if str(cfg.captioner.get("name", "none")) == "none":

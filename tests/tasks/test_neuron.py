@@ -151,7 +151,7 @@ def test_bad_inputs(data, digin_here, expect_error, tmp_path, case):
                         ["'tench' has no images"]),
         "unknown_class": (["task.top_features_of=goldfsh", f"paths.imagenet_train={data / 'train'}"],
                           ["goldfsh", "goldfish"]),
-        "bad_direction": (["task.neurons=[3]", "task.direction=up"], ["task.direction=max, min or both"]),
+        "bad_direction": (["task.neurons=[3]", "task.direction=up"], ["task.direction must be one of max, min, both, got up"]),
         "keep_no_segmenter": (["task.neurons=[3]", "task.keep_object=true"], ["segmentation=none", "sam_hq"]),
         "keep_prompt_words": (["task.neurons=[3]", "task.keep_object=true", "segmentation=tiny_sam",
                                "task.prompt='a photograph of sand'"], ["task.mask_words"]),
