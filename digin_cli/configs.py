@@ -76,11 +76,10 @@ def check_config(cfg: DictConfig) -> None:
 
     Every group's node is typed by its schema (:mod:`digin_cli.schemas`): a wrong type fails as the config
     composes, and ``schemas.check`` enforces the ranges, the choices and the keys a schema does not know. What is left
-    here spans keys or the top level: the seed, the resolution's multiple of 8, a shard index below the shard count,
-    the safety switch, a torch.compile backend and the precision a gradient needs.
+    here spans keys: the resolution's multiple of 8, a shard index below the shard count, a torch.compile backend and the
+    precision a gradient needs.
     """
     config_schemas.check(cfg)
-    config_schemas.number(OmegaConf.select(cfg, "seed"), "seed", int, example="0")
     if cfg.generator.resolution % 8:
         raise DiginError(f"generator.resolution must be a positive multiple of 8, got {cfg.generator.resolution} — "
                          "pass e.g. generator.resolution=512")
@@ -88,9 +87,6 @@ def check_config(cfg: DictConfig) -> None:
     if shard >= num_shards:
         raise DiginError(f"task.shard_index must be below task.num_shards ({num_shards}), got {shard} — pass e.g. "
                          f"task.shard_index='range({num_shards})' with -m")
-    if cfg.get("safety", False) not in (True, False):
-        raise DiginError(f"safety must be true or false, got {cfg.safety} — pass e.g. safety=true (Stable "
-                         "Diffusion's safety checker over every item's images)")
     compile = cfg.optimizer.compile
     if not isinstance(compile, (bool, str)) or (isinstance(compile, str) and compile not in _compile_backends()):
         raise DiginError(f"optimizer.compile must be true, false or a torch.compile backend, got {compile} — pass "

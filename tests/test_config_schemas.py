@@ -37,6 +37,9 @@ def refusal(*overrides: str, hydra: bool = False) -> str:
 
 @pytest.mark.parametrize("group", [g for g in GROUPS if g != "classifier2"])
 def test_every_file_of_a_group_composes_into_its_schema(group):
+    from digin_cli.schemas.root import RootSchema
+
+    assert OmegaConf.get_type(compose("config")) is RootSchema
     import digin_cli.schemas.tasks as tasks
 
     for option in options(group):
@@ -105,6 +108,10 @@ def test_a_component_schema_states_exactly_its_classes_keyword_arguments(path):
     (["captioner=hf", "captioner.max_tokens=100"], "captioner.max_tokens must be an integer in [8, 75], got 100"),
     (["captioner=none", "+captioner.model=x"], "captioner 'none' has no option model"),
     (["logger=offline", "logger.mode=off"], "logger.mode must be one of online, offline, disabled, got off"),
+    (["dtype=fp8"], "dtype must be one of fp32, fp16, bf16, got fp8 — pass e.g. dtype=bf16"),
+    (["seed=x"], "seed must be an integer, got 'x' — pass e.g. seed=0"),
+    (["+sede=1"], "the config has no option sede (did you mean seed?) — remove +sede"),
+    (["+paths.imagenet=/data"], "paths 'default' has no option imagenet (did you mean paths.imagenet_val?)"),
 ])
 def test_each_schema_refuses_in_one_line(overrides, words):
     line = refusal(*overrides, hydra=True)

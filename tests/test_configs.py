@@ -117,7 +117,7 @@ def test_zoo_classifiers_checkpoint_their_gradients_when_the_whole_loss_is_held(
     ("generator.resolution=100", "generator.resolution must be a positive multiple of 8"),
     ("seed=x", "seed must be an integer, got 'x'"),
     ("classifier2.width=abc", "classifier2.width must be an integer >= 1, got 'abc'"),
-    ("safety=maybe", "safety must be true or false, got maybe"),
+    ("safety=maybe", "safety must be true or false, got 'maybe'"),
 ])
 def test_check_config_names_the_key_and_the_expected_type(override, message):
     from hydra.errors import HydraException

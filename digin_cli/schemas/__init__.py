@@ -24,18 +24,20 @@ from omegaconf import DictConfig, OmegaConf
 from digin_cli.errors import DiginError
 from digin_cli.schemas.components import COMPONENT_SCHEMAS
 from digin_cli.schemas.fields import expected, number, text
+from digin_cli.schemas.root import PathsSchema, RootSchema
 from digin_cli.schemas.sampling import AugmentSchema, GeneratorSchema, OptimizerSchema
 from digin_cli.schemas.tasks import NESTED as _TASK_NESTED
 from digin_cli.schemas.tasks import TASK_SCHEMAS
 
 #: ConfigStore path (under ``schema/``) -> schema
 STORED: dict[str, type] = {
-    "optimizer": OptimizerSchema, "generator": GeneratorSchema,
+    "config": RootSchema, "paths": PathsSchema, "optimizer": OptimizerSchema, "generator": GeneratorSchema,
     **{f"task/{name}": schema for name, schema in TASK_SCHEMAS.items()},
     **{f"{group}/{name}": schema for (group, name), schema in COMPONENT_SCHEMAS.items()},
 }
 #: the config keys whose nodes are typed by a schema (classifier2 takes the classifier schemas)
-GROUPS = ("task", "generator", "classifier", "classifier2", "optimizer", "segmentation", "captioner", "logger")
+GROUPS = ("task", "generator", "classifier", "classifier2", "optimizer", "segmentation", "captioner", "logger",
+          "paths")
 _NESTED = {"AugmentSchema": AugmentSchema, **_TASK_NESTED}  # a field typed by a schema: its keys checked the same
 _ALL = set(STORED.values()) | set(_NESTED.values())
 
@@ -49,6 +51,8 @@ def register() -> None:
 
 def check(cfg: DictConfig) -> None:
     """Keys a group's schema does not know (added with ``+``), and every range and choice its fields state."""
+    if OmegaConf.get_type(cfg) is RootSchema:
+        _check_root(cfg)
     for group in GROUPS:
         node = cfg.get(group)
         if isinstance(node, DictConfig) and OmegaConf.get_type(node) in _ALL:
@@ -56,9 +60,21 @@ def check(cfg: DictConfig) -> None:
             _check_node(node, OmegaConf.get_type(node), group, choice)
 
 
-def _check_node(node: DictConfig, schema: type, path: str, choice: str | None = None) -> None:
+def _check_root(cfg: DictConfig) -> None:
+    """The primary config's own keys (a group node is checked by its own schema; ``hydra`` is Hydra's)."""
+    fields = {f.name for f in dataclasses.fields(RootSchema)}
+    unknown = [str(k) for k in cfg if k not in fields and k != "hydra"]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(fields), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise DiginError(f"the config has no option {unknown[0]}{hint} — remove +{unknown[0]}")
+    _check_node(cfg, RootSchema, "", scalars_only=True)
+
+
+def _check_node(node: DictConfig, schema: type, path: str, choice: str | None = None,
+                scalars_only: bool = False) -> None:
     fields = {f.name: f for f in dataclasses.fields(schema)}
-    for key in node:
+    for key in ([] if scalars_only else node):
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f" (did you mean {path}.{close[0]}?)" if close else ""
@@ -68,7 +84,7 @@ def _check_node(node: DictConfig, schema: type, path: str, choice: str | None = 
     for name, spec in fields.items():
         if OmegaConf.is_missing(node, name):
             continue  # a ??? the user must fill: Hydra names it when the job reads it
-        key, value = f"{path}.{name}", node.get(name)
+        key, value = f"{path}.{name}".lstrip("."), node.get(name)
         if spec.type in _NESTED:
             _check_node(value, _NESTED[spec.type], key)
             continue
