@@ -25,17 +25,18 @@ import json
 import os
 import subprocess
 import sys
+from bench_memory import rss_mb  # scripts/ is on sys.path
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 
 def child(args: argparse.Namespace, checkpointing: bool) -> dict:
     import torch
-    from omegaconf import OmegaConf
 
     from digin_cli.augment import Cutouts
     from digin_cli.classifiers import build_classifier
     from digin_cli.device import peak_memory_mb
+    from digin_cli.api.builders import preset  # composed as the CLI does (schema, fragments)
     from digin_cli.generation.models import load_generator
     from digin_cli.generation.sampler import DDIMSampler
     from digin_cli.optimize import DiginOptimizer, OptimSettings
@@ -43,10 +44,10 @@ def child(args: argparse.Namespace, checkpointing: bool) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
-    gen = OmegaConf.load(os.path.join(ROOT, "conf", "generator", f"{args.generator}.yaml"))
+    gen = preset("generator", args.generator)
     gen.resolution, gen.num_steps = args.resolution, args.num_steps
     sd = load_generator(gen, device)
-    clf_cfg = OmegaConf.load(os.path.join(ROOT, "conf", "classifier", f"{args.classifier}.yaml"))
+    clf_cfg = preset("classifier", args.classifier)
     clf_cfg.pretrained, clf_cfg.grad_checkpointing = False, checkpointing
     f = build_classifier(clf_cfg, device)
     weights = {p.untyped_storage().data_ptr() for p in f.parameters()}
@@ -74,15 +75,10 @@ def child(args: argparse.Namespace, checkpointing: bool) -> dict:
     z_T, cond, uncond = sd.initial_latent(0), sd.encode_prompt("a photograph of a goldfish"), sd.null_embedding()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    before = _rss_mb()
+    before = rss_mb()
     DiginOptimizer(sampler, OptimSettings(steps=1, loss_steps=args.loss_steps)).run(z_T, cond, uncond, objective)
     return {"checkpointing": checkpointing, "saved_mb": saved["bytes"] / 2**20, "peak_mb": peak_memory_mb(device),
             "rss_before_step_mb": before}
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def main() -> None:

@@ -23,11 +23,11 @@ TARGET_RATIO = 4.0
 
 def bench(generator: str, device: str, steps: int, repeats: int, ddim_steps: int, lcm_steps: int) -> dict:
     import torch
-    from omegaconf import OmegaConf
 
     from digin_cli.classifiers.timm_zoo import TimmClassifier
     from digin_cli.classifiers.tiny import TinyClassifier
     from digin_cli.generation.lcm import LCMSampler
+    from digin_cli.api.builders import preset  # composed as the CLI does (schema, fragments)
     from digin_cli.generation.models import load_generator
     from digin_cli.generation.prompts import SoftPrompt
     from digin_cli.generation.sampler import DDIMSampler
@@ -35,7 +35,7 @@ def bench(generator: str, device: str, steps: int, repeats: int, ddim_steps: int
     from digin_cli.optimize import DiginOptimizer, OptimSettings, PromptVariables
 
     dev = torch.device(device)
-    cfg = OmegaConf.load(os.path.join(os.path.dirname(__file__), "..", "conf", "generator", f"{generator}.yaml"))
+    cfg = preset("generator", generator)
     sd = load_generator(cfg, dev)
     classifier = (TinyClassifier(seed=1) if generator == "tiny"
                   else TimmClassifier("resnet50", pretrained=False)).to(dev)  # random weights: no download

@@ -24,81 +24,12 @@ import statistics
 import subprocess
 import sys
 import time
-import weakref
 
-TARGET_MEMORY_RATIO, TARGET_STEP_RATIO = 1.10, 3.5
-TARGET_LEAN_MEMORY, TARGET_AUTO_TIME = 0.4, 0.75
+from bench_memory import SavedTensorMeter, peak_rss_mb, reset_peak_rss, rss_mb  # scripts/ is on sys.path
+from bench_step_report import label, report
+
 PAIRS = {"tiny": ("tiny_a", "tiny_b"), "resnet18": ("resnet18", "resnet18"),
          "convnext_vit": ("convnext_base", "vit_small_patch16_224")}
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark (VmHWM) of this process (Linux >= 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-class SavedTensorMeter:
-    """Bytes autograd holds for backward: unique storages packed by saved-tensor hooks, alive until their graph
-    node is freed; ``peak`` is the most alive at once. Weights (frozen, present anyway) are not counted."""
-
-    def __init__(self, *modules):
-        self.weights = {t.untyped_storage().data_ptr() for m in modules for t in (*m.parameters(), *m.buffers())}
-        self.alive: dict[int, list[int]] = {}
-        self.current = self.peak = 0
-
-    class _Holder:
-        __slots__ = ("__weakref__", "tensor")
-
-    def _release(self, ptr: int) -> None:
-        entry = self.alive[ptr]
-        entry[0] -= 1
-        if entry[0] == 0:
-            self.current -= entry[1]
-            del self.alive[ptr]
-
-    def pack(self, t):
-        storage = t.untyped_storage()
-        ptr = storage.data_ptr()
-        if ptr in self.weights:
-            return t
-        holder = self._Holder()
-        holder.tensor = t
-        if ptr not in self.alive:
-            self.alive[ptr] = [0, storage.nbytes()]
-            self.current += storage.nbytes()
-            self.peak = max(self.peak, self.current)
-        self.alive[ptr][0] += 1
-        weakref.finalize(holder, self._release, ptr)
-        return holder
-
-    @staticmethod
-    def unpack(h):
-        return h.tensor if isinstance(h, SavedTensorMeter._Holder) else h
-
-    def hooks(self):
-        import torch
-
-        return torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
 
 
 def _classifier(name: str, seed: int):
@@ -120,14 +51,14 @@ def measure_group(specs: list[dict]) -> list[dict]:
     import gc
 
     import torch
-    from omegaconf import OmegaConf
 
+    from digin_cli.api.builders import preset  # composed as the CLI does (schema, fragments)
     from digin_cli.generation.models import load_generator
 
     spec = specs[0]
     torch.manual_seed(0)
     gen = spec["generator"]
-    cfg = OmegaConf.load(os.path.join(os.path.dirname(__file__), "..", "conf", "generator", f"{gen}.yaml"))
+    cfg = preset("generator", gen)
     if spec.get("resolution"):
         cfg.resolution = spec["resolution"]
     dev = torch.device(spec["device"])
@@ -206,15 +137,15 @@ def measure(spec: dict, sd, f, g) -> dict:
         out["nograd_s"] = statistics.median(timed(nograd_pass) for _ in range(spec["iters"]))
         out["first_step_s"] = timed(lambda: one_step(None))  # warm-up: backward kernels, the compiled backward
     # Memory of one step: the autograd meter (exact) and the process peak over the RSS before the step.
-    base_rss = _rss_mb()
-    out["rss_reset"] = _reset_peak_rss()
+    base_rss = rss_mb()
+    out["rss_reset"] = reset_peak_rss()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
         base_cuda = torch.cuda.memory_allocated(dev) / 2**20
     meter = SavedTensorMeter(sd.unet, sd.vae, f, g)
     one_step(meter)
     out["autograd_peak_mb"] = meter.peak / 2**20
-    out["peak_rss_mb"] = _peak_rss_mb()
+    out["peak_rss_mb"] = peak_rss_mb()
     out["step_rss_rise_mb"] = out["peak_rss_mb"] - base_rss
     out["plain_steps"] = optimizer.memory.plain_steps
     out["plain_decode"] = optimizer.memory.plain_decode
@@ -344,7 +275,7 @@ def main() -> None:
 
     if args.report:
         with open(args.report) as f:
-            _report(json.load(f), args.suite)
+            report(json.load(f), args.suite)
         return
 
     import torch
@@ -383,7 +314,7 @@ def main() -> None:
         with lock:
             for r in outcome:
                 results.append(r)
-                print(f"  measured {_label(r)} T={r['T']}: " + ("error " + r["error"] if "error" in r else
+                print(f"  measured {label(r)} T={r['T']}: " + ("error " + r["error"] if "error" in r else
                       f"autograd {r['autograd_peak_mb']:.1f} MB, rise "
                       f"{r.get('step_cuda_rise_mb', r['step_rss_rise_mb']):.0f} MB"
                       + (f", step {r['step_s']:.2f} s" if "step_s" in r else "")), file=sys.stderr, flush=True)
@@ -405,104 +336,7 @@ def main() -> None:
                 run(specs)
         else:
             timing.result()
-    _report(results, args.suite)
-
-
-def _label(r: dict) -> str:
-    parts = [r["generator"] if isinstance(r["generator"], str) else "?", r.get("classifiers", ""),
-             "two-stage" if r.get("two_stage") else "single", f"ckpt={r.get('checkpointing')}"]
-    if r.get("compile"):
-        parts.append("compile")
-    if r.get("classifier_ckpt"):
-        parts.append("clf-ckpt")
-    return " ".join(str(p) for p in parts)
-
-
-def _report(results: list[dict], suite: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(width=160)
-    table = Table(title="one optimisation step (16 cutouts, loss on the last 3 steps)")
-    for col in ("generator", "classifiers", "backward", "ckpt", "T", "no-grad s", "step s", "step/no-grad",
-                "autograd MB", "step rise MB", "peak MB"):
-        table.add_column(col)
-    for r in results:
-        if "error" in r:
-            table.add_row(str(r["generator"]), r["classifiers"], "", str(r["checkpointing"]), str(r["T"]), "error",
-                          r["error"][:60], "", "", "", "")
-            continue
-        backward = ("two-stage" if r["two_stage"] else "single") + (" +clf-ckpt" if r["classifier_ckpt"] else "")
-        ckpt = r["checkpointing"] + (" +compile" if r["compile"] else "")
-        peak = r.get("peak_cuda_mb", r["peak_rss_mb"])
-        rise = r.get("step_cuda_rise_mb", r["step_rss_rise_mb"])
-        def fmt(k, spec, r=r):
-            return format(r[k], spec) if k in r else "-"
-
-        table.add_row(r["generator"], r["classifiers"], backward, ckpt, str(r["T"]), fmt("nograd_s", ".3f"),
-                      fmt("step_s", ".3f"), fmt("step_ratio", ".2f"), f"{r['autograd_peak_mb']:.1f}", f"{rise:.0f}",
-                      f"{peak:.0f}")
-    console.print(table)
-    ok = [r for r in results if "error" not in r]
-    if suite == "lean":
-        _lean_summary(console, ok)
-        return
-    for gen in dict.fromkeys(r["generator"] for r in ok):
-        for ckpt in ("true", "false", "auto"):
-            rows = {r["T"]: r for r in ok if r["generator"] == gen and r["checkpointing"] == ckpt}
-            if len(rows) < 2:
-                continue
-            a, b = rows[min(rows)], rows[max(rows)]
-            peak = "peak_cuda_mb" if "peak_cuda_mb" in a else "peak_rss_mb"
-            line = (f"{gen} checkpointing={ckpt}: autograd memory T={b['T']}/T={a['T']} = "
-                    f"{b['autograd_peak_mb'] / a['autograd_peak_mb']:.2f}, peak memory = {b[peak] / a[peak]:.2f} "
-                    f"(target ≤ {TARGET_MEMORY_RATIO} with checkpointing)")
-            if "step_ratio" in b:
-                line += f"; step/no-grad at T={b['T']}: {b['step_ratio']:.2f} (target ≤ {TARGET_STEP_RATIO})"
-            console.print(line)
-
-
-def _lean_summary(console, ok: list[dict]) -> None:
-    mem = [r for r in ok if "step_s" not in r and not r["classifier_ckpt"]]
-    for setup in dict.fromkeys((r["generator"], r["classifiers"]) for r in mem):
-        rows = {(r["T"], r["two_stage"]): r for r in mem if (r["generator"], r["classifiers"]) == setup}
-        for T in sorted({t for t, _ in rows}):
-            if (T, False) in rows and (T, True) in rows:
-                a, b = rows[(T, False)], rows[(T, True)]
-                rise = "step_cuda_rise_mb" if "step_cuda_rise_mb" in a else "step_rss_rise_mb"
-                console.print(f"{setup[0]} {setup[1]} T={T}: added memory two-stage/single = "
-                              f"{b[rise]:.0f}/{a[rise]:.0f} MB = {b[rise] / a[rise]:.2f}; autograd "
-                              f"{b['autograd_peak_mb']:.0f}/{a['autograd_peak_mb']:.0f} MB = "
-                              f"{b['autograd_peak_mb'] / a['autograd_peak_mb']:.2f}"
-                              + (f" (target ≤ {TARGET_LEAN_MEMORY} at T=20 with resnet18)"
-                                 if setup[1] == "resnet18" and T == 20 else ""))
-        Ts = sorted({t for t, s in rows if s})
-        if len(Ts) >= 2:
-            lo, hi = rows[(Ts[0], True)], rows[(Ts[-1], True)]
-            peak = "peak_cuda_mb" if "peak_cuda_mb" in lo else "peak_rss_mb"
-            console.print(f"{setup[0]} {setup[1]} two-stage: peak memory T={Ts[-1]}/T={Ts[0]} = "
-                          f"{hi[peak] / lo[peak]:.2f} ({hi[peak]:.0f}/{lo[peak]:.0f} MB; target ≤ "
-                          f"{TARGET_MEMORY_RATIO}), autograd {hi['autograd_peak_mb'] / lo['autograd_peak_mb']:.2f}")
-    ck = {r["two_stage"]: r for r in ok if r["classifier_ckpt"] and "step_s" not in r}
-    for two_stage, r in ck.items():
-        base = next((b for b in mem if b["classifiers"] == r["classifiers"] and b["T"] == r["T"]
-                     and b["two_stage"] == two_stage), None)
-        if base:
-            rise = "step_cuda_rise_mb" if "step_cuda_rise_mb" in r else "step_rss_rise_mb"
-            console.print(f"classifier grad checkpointing ({r['classifiers']}, "
-                          f"{'two-stage' if two_stage else 'single'}): added memory {r[rise]:.0f} vs "
-                          f"{base[rise]:.0f} MB without, autograd {r['autograd_peak_mb']:.0f} vs "
-                          f"{base['autograd_peak_mb']:.0f} MB")
-    times = {(r["T"], r["classifiers"], r["classifier_ckpt"], r["checkpointing"], r["two_stage"], r["compile"]): r
-             for r in ok if "step_s" in r}
-    for (T, pair, _, *key), r in times.items():
-        ref = times.get((T, pair, False, "true", True, False))
-        if ref:
-            console.print(f"T={T} {_label(r)}: step {r['step_s']:.2f} s = {r['step_s'] / ref['step_s']:.2f}x "
-                          f"two-stage ckpt=true; step/no-grad {r['step_ratio']:.2f}; first no-grad pass "
-                          f"{r['warmup_s']:.1f} s, first step {r.get('first_step_s', float('nan')):.1f} s"
-                          + (f"; plain steps {r['plain_steps']}, plain decode {r.get('plain_decode')}"
-                             f" (target ≤ {TARGET_AUTO_TIME})" if key == ["auto", True, False] else ""))
+    report(results, args.suite)
 
 
 if __name__ == "__main__":

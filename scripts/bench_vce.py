@@ -17,7 +17,6 @@ of the largest injection window and the mask steps, kept on the run's device).
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 
@@ -35,7 +34,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from omegaconf import OmegaConf
     from rich.console import Console
     from rich.table import Table
 
@@ -45,6 +43,7 @@ def main() -> None:
     from digin_cli.counterfactual import RealImageEditor
     from digin_cli.generation.attention import AttentionController, attention_control
     from digin_cli.generation.inversion import InversionCache, invert
+    from digin_cli.api.builders import preset  # composed as the CLI does (schema, fragments)
     from digin_cli.generation.models import load_generator
     from digin_cli.generation.sampler import DDIMSampler, SamplerHooks
     from digin_cli.objectives import Counterfactual, ForegroundAwareDistance
@@ -54,7 +53,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
-    cfg = OmegaConf.load(os.path.join(os.path.dirname(__file__), "..", "conf", "generator", f"{args.generator}.yaml"))
+    cfg = preset("generator", args.generator)
     if args.num_steps:
         cfg.num_steps = args.num_steps
     sd = load_generator(cfg, device)
