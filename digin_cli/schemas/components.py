@@ -97,50 +97,53 @@ class NoSegmentationSchema:
 
 
 @dataclass
-class AttentionSegmenterSchema(NoSegmentationSchema):
+class AttentionMapSchema(NoSegmentationSchema):
+    """What makes a mask (or SAM's point prompts) of the squashed cross-attention map."""
+
+    threshold: float = ranged(minimum=0, maximum=1, example=0.35)
+    squash_threshold: float = ranged(minimum=0, maximum=1, example=0.3)
+    ops: List[str] = MISSING
+    ops_reference_size: Optional[int] = ranged(minimum=1, example=512)
+
+
+@dataclass
+class AttentionSegmenterSchema(AttentionMapSchema):
     """conf/segmentation/attention.yaml: the squashed cross-attention map itself (no weights)."""
 
     _target_: str = f"{_SEGMENTATION}.base.AttentionSegmenter"
-    threshold: float = ranged(minimum=0, maximum=1, example=0.35)
-    squash_threshold: float = ranged(minimum=0, maximum=1, example=0.3)
     binarize: bool = MISSING
-    ops: List[str] = MISSING
-    ops_reference_size: Optional[int] = ranged(minimum=1, example=512)
 
 
 @dataclass
-class SamSegmenterSchema(NoSegmentationSchema):
+class SamWeightsSchema(NoSegmentationSchema):
+    """Which SAM: a hub id or folder of SAM / HQ-SAM (tiny: random weights for the tests), and its seed."""
+
+    pretrained: Optional[str] = MISSING
+    variant: str = ranged(choices=("sam_hq", "sam"), example="sam_hq")
+    tiny: bool = False
+    multimask: bool = MISSING
+    seed: int = MISSING
+
+
+@dataclass
+class SamSegmenterSchema(AttentionMapSchema, SamWeightsSchema):
     """conf/segmentation/sam*.yaml: SAM / HQ-SAM prompted with points drawn from the attention map."""
 
     _target_: str = f"{_SEGMENTATION}.sam.SamSegmenter"
-    pretrained: Optional[str] = MISSING
-    variant: str = ranged(choices=("sam_hq", "sam"), example="sam_hq")
-    tiny: bool = False
     num_points: int = ranged(minimum=1, example=5)
-    threshold: float = ranged(minimum=0, maximum=1, example=0.35)
-    squash_threshold: float = ranged(minimum=0, maximum=1, example=0.3)
-    multimask: bool = MISSING
     point_sampling: str = ranged(choices=("authors", "spread"), example="authors")
     min_distance_frac: float = ranged(minimum=0, example=0.1)
-    seed: int = MISSING
-    ops: List[str] = MISSING
-    ops_reference_size: Optional[int] = ranged(minimum=1, example=512)
 
 
 @dataclass
-class GroundedSamSchema(NoSegmentationSchema):
+class GroundedSamSchema(SamWeightsSchema):
     """conf/segmentation/grounded_sam.yaml: GroundingDINO boxes from text, then SAM (DiffExplainer Sec. 3.3)."""
 
     _target_: str = f"{_SEGMENTATION}.grounding.GroundedSam"
-    tiny: bool = False
     detector: Optional[str] = MISSING
-    pretrained: Optional[str] = MISSING
-    variant: str = ranged(choices=("sam_hq", "sam"), example="sam_hq")
-    threshold: float = ranged(minimum=0, maximum=1, example=0.35)
+    threshold: float = ranged(minimum=0, maximum=1, example=0.35)  # GroundingDINO's box score
     text_threshold: float = ranged(minimum=0, maximum=1, example=0.25)
     masks: str = ranged(choices=("sam", "boxes"), example="sam")
-    multimask: bool = MISSING
-    seed: int = MISSING
 
 
 @dataclass
