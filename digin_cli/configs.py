@@ -11,7 +11,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from digin_cli import schemas as config_schemas
+from digin_cli import schemas
 from digin_cli.errors import DiginError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -26,7 +26,7 @@ def register() -> None:
     the classifier files themselves, stored once more under the second group instead of duplicated on disk.
     """
     store = ConfigStore.instance()
-    config_schemas.register()
+    schemas.register()
     folder = CONF_DIR / "classifier"
     for path in sorted(folder.rglob("*.yaml")):  # with base/ (the presets' shared keys, named in their defaults)
         group = "/".join(("classifier2", *path.relative_to(folder).parent.parts))
@@ -79,7 +79,7 @@ def check_config(cfg: DictConfig) -> None:
     here spans keys: the resolution's multiple of 8, a shard index below the shard count, a torch.compile backend and the
     precision a gradient needs.
     """
-    config_schemas.check(cfg)
+    schemas.check(cfg)
     if cfg.generator.resolution % 8:
         raise DiginError(f"generator.resolution must be a positive multiple of 8, got {cfg.generator.resolution} — "
                          "pass e.g. generator.resolution=512")

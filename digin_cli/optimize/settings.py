@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 @dataclass
 class OptimSettings:
     """What the ``optimizer`` config group holds (authors' defaults). Ranges and choices are stated and checked once, on
-    the group's schema (:class:`digin_cli.config_schemas.OptimizerSchema`, checked by ``check_config``)."""
+    the group's schema (:class:`digin_cli.schemas.sampling.OptimizerSchema`, checked by ``check_config``)."""
 
     steps: int = 20
     lr: float = 0.01
