@@ -22,6 +22,8 @@ from digin_cli.captioning import Captioner, TemplateCaptioner
 from digin_cli.classifiers import Classifier, resolve_class
 from digin_cli.counterfactual import PreparedImage, RealImageEditor
 from digin_cli.data import InputImage, load_inputs
+from digin_cli.data.images import IMAGE_EXTENSIONS
+from digin_cli.data.prepare import Unreadable, decode
 from digin_cli.data.prepare import CROP_FRACTION, preprocess
 from digin_cli.device import peak_memory_mb, seed_everything
 from digin_cli.errors import DiginError
@@ -73,8 +75,15 @@ def as_input(image, resolution: int, crop_fraction: float = CROP_FRACTION) -> In
         return image
     if isinstance(image, (str, os.PathLike)):
         path = Path(image).expanduser()
+        fix = "pass a readable image file, a PIL image or a [0, 1] tensor"
         if not path.is_file():
-            raise DiginError(f"image not found: {path} — pass an image file, a PIL image or a [0, 1] tensor")
+            raise DiginError(f"image not found: {path} — {fix}")
+        if path.suffix.lower() not in {e.lower() for e in IMAGE_EXTENSIONS}:
+            raise DiginError(f"not an image file: {path} (accepted: {', '.join(IMAGE_EXTENSIONS[:5])}) — {fix}")
+        try:  # checked here so the line names the API's argument, not the CLI's task.images / skip_unreadable
+            decode(path, None)
+        except Unreadable as err:
+            raise DiginError(f"cannot read image {path} ({err.reason}) — {fix}") from None
         return load_inputs(path, resolution, crop_fraction=crop_fraction)[0]
     if isinstance(image, torch.Tensor):
         x = image.detach().float().cpu()

@@ -112,3 +112,17 @@ def test_a_distilled_lcm_without_its_sampler_names_the_keyword(tmp_path):
                                    requires_safety_checker=False).save_pretrained(tmp_path)
     gen, f = digin.load_generator(str(tmp_path), resolution=64), digin.load_classifier("tiny_a")
     api_line(lambda: digin.Disagreement(gen, f, f), "the DDIM sampler cannot run — use sampler=lcm")
+
+
+def test_an_unreadable_or_foreign_file_names_the_apis_inputs_not_task_images(tmp_path):
+    from digin_cli.api.real_images import as_input
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    api_line(lambda: as_input(broken, 64), "cannot read image", str(broken), "a PIL image or a [0, 1] tensor")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    api_line(lambda: as_input(notes, 64), "not an image file", "a PIL image or a [0, 1] tensor")
+    good = tmp_path / "fox.png"
+    Image.new("RGB", (80, 60), (200, 90, 30)).save(good)
+    assert as_input(good, 64).image.shape == (1, 3, 64, 64)
