@@ -160,6 +160,10 @@ class RealImageMethod:
             settings = settings if settings is not None else adam
             cutouts = cutouts if cutouts is not None else self._default_cutouts(edit, augment)
         sampler = _sampler(gen, settings)
+        if segmenter is None and self.captioned:  # the CLI's segmentation=none warning (vce), for Python callers
+            warnings.warn("segmenter=None — no foreground mask: Eq. 4 becomes a global distance and the background "
+                          "is not blended, an ablation; the paper segments with HQ-SAM (pass "
+                          "segmenter=digin.load_segmenter(\"sam_hq\"))", UserWarning, stacklevel=2)
         segmenter = segmenter if segmenter is not None else NoSegmenter(device=sampler.sd.device)
         if captioner is None and self.captioned:  # the CLI's captioner=none warning, for Python callers
             warnings.warn("captioner=None — the caption is only the template (\"an image of a <class>\"), an "

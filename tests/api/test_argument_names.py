@@ -126,3 +126,13 @@ def test_an_unreadable_or_foreign_file_names_the_apis_inputs_not_task_images(tmp
     good = tmp_path / "fox.png"
     Image.new("RGB", (80, 60), (200, 90, 30)).save(good)
     assert as_input(good, 64).image.shape == (1, 3, 64, 64)
+
+
+def test_a_counterfactual_without_a_segmenter_warns_as_the_cli_does(tiny_sd, segmenter):
+    clf = digin.load_classifier("tiny_a")
+    with pytest.warns(UserWarning, match=r"segmenter=None — no foreground mask") as seen:
+        digin.Counterfactuals(tiny_sd, clf, captioner=TemplateCaptioner())
+    assert seen[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        digin.Counterfactuals(tiny_sd, clf, segmenter, captioner=TemplateCaptioner())  # given: no warning
