@@ -15,7 +15,9 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ValidationError
 
+from digin_cli import schemas
 from digin_cli.configs import CONF_DIR, options, register
 from digin_cli.device import resolve_device, resolve_dtype
 from digin_cli.errors import DiginError, suggest
@@ -43,15 +45,17 @@ def preset(group: str, name: str, **overrides: Any) -> DictConfig:
         if saved is not None:
             GlobalHydra.instance().initialize(saved)
     OmegaConf.resolve(cfg)  # interpolations (paths.*) need the whole config
-    node = OmegaConf.create(OmegaConf.to_container(cfg[group]))
-    unknown = [k for k in overrides if k not in node]
+    typed = cfg[group]
+    unknown = [k for k in overrides if k not in typed]
     if unknown:
         raise DiginError(f"{group} '{name}' has no option {', '.join(unknown)} — its options: "
-                         f"{', '.join(k for k in node if k != '_target_')}")
-    for key, value in overrides.items():  # a dict updates a sub-node (augment={"num": 2}) rather than replace it
-        node[key] = OmegaConf.merge(node[key], value) if isinstance(value, dict) and OmegaConf.is_dict(node[key]) \
-            else value
-    return node
+                         f"{', '.join(k for k in typed if not str(k).startswith('_'))}")
+    try:  # merged into the schema-typed node: a dict updates a sub-node (augment={"num": 2}), a type is checked
+        typed = OmegaConf.merge(typed, overrides)
+    except ValidationError as err:
+        raise DiginError(schemas.type_error(err) or f"{group} '{name}': {str(err).splitlines()[0]}") from None
+    schemas.check(OmegaConf.create({group: typed}))  # ranges and choices, as the CLI's pre-flight
+    return OmegaConf.create(OmegaConf.to_container(typed))
 
 
 @contextmanager
@@ -80,18 +84,15 @@ def load_generator(name: str = "sd15", *, dtype: str | torch.dtype = "fp32", dev
     """
     from digin_cli.generation.models import load_generator as build
 
-    if name in options("generator"):
-        cfg = preset("generator", name, **settings)
-    else:  # a folder or hub id of any SD 1.x model
-        cfg = preset("generator", "sd15", **settings)
-        cfg.pretrained, cfg.name = str(name), str(name)
-    if lora is not None:
-        cfg.lora = lora
-    if sampler is not None:
-        cfg.sampler = sampler
+    settings.update({k: v for k, v in (("lora", lora), ("sampler", sampler)) if v is not None})
     device = _device(device)
     torch_dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(str(dtype), device)
-    with _keywords("generator"):
+    with _keywords("generator"):  # the preset's schema checks the keywords too (sampler=euler: one line)
+        if name in options("generator"):
+            cfg = preset("generator", name, **settings)
+        else:  # a folder or hub id of any SD 1.x model
+            cfg = preset("generator", "sd15", **settings)
+            cfg.pretrained, cfg.name = str(name), str(name)
         gen = build(cfg, device, torch_dtype, cache_dir=cache_dir or str(_cache_dir()))
     gen.sampler_name = str(cfg.get("sampler", "ddim"))
     return gen

@@ -80,8 +80,8 @@ def test_spurious_delta_names_the_keyword(tiny):
 
 
 def test_builders_name_their_keywords():
-    api_line(lambda: digin.load_generator("tiny", source="nowhere"), "unknown source 'nowhere'")
-    api_line(lambda: digin.load_segmenter("tiny_sam", num_points=0), "num_points must be >= 1")
+    api_line(lambda: digin.load_generator("tiny", source="nowhere"), "source must be one of pretrained, tiny, random_sd15")
+    api_line(lambda: digin.load_segmenter("tiny_sam", num_points=0), "num_points must be an integer >= 1, got 0")
     api_line(lambda: digin.load_classifier("hf", pretrained=""), "pretrained")
     net = digin.load_classifier("tiny_a").model
     api_line(lambda: digin.wrap_classifier(net, [], 32, [0.5] * 3, [0.5] * 3), "class_names is empty",
@@ -136,3 +136,13 @@ def test_a_counterfactual_without_a_segmenter_warns_as_the_cli_does(tiny_sd, seg
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         digin.Counterfactuals(tiny_sd, clf, segmenter, captioner=TemplateCaptioner())  # given: no warning
+
+
+def test_builder_keywords_are_checked_by_the_presets_schema():
+    # The same schema as the command line's pre-flight: a type or a range is one line naming the keyword.
+    api_line(lambda: digin.load_generator("tiny", num_steps="x"), "num_steps must be a positive integer, got 'x'",
+             "num_steps=20")
+    api_line(lambda: digin.load_generator("tiny", sampler="euler"), "sampler must be one of ddim, lcm, got euler")
+    api_line(lambda: digin.load_classifier("tiny_a", width=0), "width must be an integer >= 1, got 0")
+    api_line(lambda: digin.load_segmenter("tiny_sam", variant="mobile"), "variant must be one of sam_hq, sam")
+    assert digin.load_generator("tiny", num_steps=3).num_steps == 3
