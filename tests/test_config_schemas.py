@@ -72,7 +72,7 @@ def test_a_component_schema_states_exactly_its_classes_keyword_arguments(path):
     if not accepts_more:
         assert given <= set(params), given - set(params)
     # what the builders pass themselves (device, cache folders) is not an option; every other argument is
-    passed_by_builder = {"device", "cache_dir", "self"}
+    passed_by_builder = {"device", "cache_dir"}
     assert {n for n, p in params.items() if p.kind is p.POSITIONAL_OR_KEYWORD} - passed_by_builder <= given
 
 

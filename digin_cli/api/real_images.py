@@ -21,9 +21,10 @@ from digin_cli.augment import Cutouts
 from digin_cli.captioning import Captioner, TemplateCaptioner
 from digin_cli.classifiers import Classifier, resolve_class
 from digin_cli.counterfactual import PreparedImage, RealImageEditor
-from digin_cli.data import InputImage, load_inputs
+from digin_cli.data import InputImage
 from digin_cli.data.images import IMAGE_EXTENSIONS
 from digin_cli.data.prepare import Unreadable, decode
+from digin_cli.io.writer import slug
 from digin_cli.data.prepare import CROP_FRACTION, preprocess
 from digin_cli.device import peak_memory_mb, seed_everything
 from digin_cli.errors import DiginError
@@ -80,11 +81,11 @@ def as_input(image, resolution: int, crop_fraction: float = CROP_FRACTION) -> In
             raise DiginError(f"image not found: {path} — {fix}")
         if path.suffix.lower() not in {e.lower() for e in IMAGE_EXTENSIONS}:
             raise DiginError(f"not an image file: {path} (accepted: {', '.join(IMAGE_EXTENSIONS[:5])}) — {fix}")
-        try:  # checked here so the line names the API's argument, not the CLI's task.images / skip_unreadable
-            decode(path, None)
+        try:  # decoded here (as load_inputs does one file) so the line names the API's inputs, not task.images
+            x = decode(path, resolution, crop_fraction)
         except Unreadable as err:
             raise DiginError(f"cannot read image {path} ({err.reason}) — {fix}") from None
-        return load_inputs(path, resolution, crop_fraction=crop_fraction)[0]
+        return InputImage(image=x, name=slug(path.stem), path=path)
     if isinstance(image, torch.Tensor):
         x = image.detach().float().cpu()
         x = x[None] if x.ndim == 3 else x

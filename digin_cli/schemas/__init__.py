@@ -51,8 +51,8 @@ def register() -> None:
 
 def check(cfg: DictConfig) -> None:
     """Keys a group's schema does not know (added with ``+``), and every range and choice its fields state."""
-    if OmegaConf.get_type(cfg) is RootSchema:
-        _check_root(cfg)
+    if OmegaConf.get_type(cfg) is RootSchema:  # the run's own keys; each group node has its own schema below
+        _check_node(cfg, RootSchema, "")
     for group in GROUPS:
         node = cfg.get(group)
         if isinstance(node, DictConfig) and OmegaConf.get_type(node) in _ALL:
@@ -60,31 +60,21 @@ def check(cfg: DictConfig) -> None:
             _check_node(node, OmegaConf.get_type(node), group, choice)
 
 
-def _check_root(cfg: DictConfig) -> None:
-    """The primary config's own keys (a group node is checked by its own schema; ``hydra`` is Hydra's)."""
-    fields = {f.name for f in dataclasses.fields(RootSchema)}
-    unknown = [str(k) for k in cfg if k not in fields and k != "hydra"]
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], sorted(fields), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise DiginError(f"the config has no option {unknown[0]}{hint} — remove +{unknown[0]}")
-    _check_node(cfg, RootSchema, "", scalars_only=True)
-
-
-def _check_node(node: DictConfig, schema: type, path: str, choice: str | None = None,
-                scalars_only: bool = False) -> None:
+def _check_node(node: DictConfig, schema: type, path: str, choice: str | None = None) -> None:
+    """``path`` "" is the primary config (its ``hydra`` node is Hydra's own)."""
     fields = {f.name: f for f in dataclasses.fields(schema)}
-    for key in ([] if scalars_only else node):
-        if key not in fields:
+    for key in node:
+        if key not in fields and not (path == "" and key == "hydra"):
             close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f" (did you mean {path}.{close[0]}?)" if close else ""
-            name = f"{path} '{choice}'" if choice else path
+            hint = f" (did you mean {_join(path, close[0])}?)" if close else ""
+            name = f"{path} '{choice}'" if choice else path or "the config"
             options = ", ".join(f for f in fields if not f.startswith("_"))
-            raise DiginError(f"{name} has no option {key}{hint} — remove +{path}.{key} (its options: {options})")
+            raise DiginError(f"{name} has no option {key}{hint} — remove +{_join(path, key)} (its options: "
+                             f"{options})")
     for name, spec in fields.items():
         if OmegaConf.is_missing(node, name):
             continue  # a ??? the user must fill: Hydra names it when the job reads it
-        key, value = f"{path}.{name}".lstrip("."), node.get(name)
+        key, value = _join(path, name), node.get(name)
         if spec.type in _NESTED:
             _check_node(value, _NESTED[spec.type], key)
             continue
@@ -98,6 +88,10 @@ def _check_node(node: DictConfig, schema: type, path: str, choice: str | None = 
         elif meta.get("minimum") is not None or meta.get("maximum") is not None:
             number(value, key, int if _base(spec) == "int" else float, meta["minimum"], meta["above"],
                    optional=_optional(spec), example=meta["example"], maximum=meta["maximum"])
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else str(key)
 
 
 def _optional(spec: dataclasses.Field) -> bool:
