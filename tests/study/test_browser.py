@@ -64,6 +64,35 @@ def served(folder: Path):
     return server
 
 
+def _imul(a: int, b: int) -> int:
+    return (a * b) & 0xFFFFFFFF
+
+
+def shown_order(study_id: str, seed: int, participant: str, items: int, runs: list[str]) -> list[tuple[int, list]]:
+    """The page's seeded shuffle (cyrb53 hash -> mulberry32, study.html.j2) restated in 32-bit integer arithmetic:
+    which item, with which run on the left, a participant sees at each position. Restated so the test can say in
+    advance what the browser must show, independent of the random study id."""
+    h1, h2 = 0xDEADBEEF, 0x41C6CE57
+    for c in f"{study_id}|{seed}|{participant}":
+        h1, h2 = _imul(h1 ^ ord(c), 2654435761), _imul(h2 ^ ord(c), 1597334677)
+    h1 = _imul(h1 ^ (h1 >> 16), 2246822507) ^ _imul(h2 ^ (h2 >> 13), 3266489909)
+    h2 = _imul(h2 ^ (h2 >> 16), 2246822507) ^ _imul(h1 ^ (h1 >> 13), 3266489909)
+    state = h2 ^ h1
+
+    def random() -> float:
+        nonlocal state
+        state = (state + 0x6D2B79F5) & 0xFFFFFFFF
+        t = _imul(state ^ (state >> 15), state | 1)
+        t ^= (t + _imul(t ^ (t >> 7), t | 61)) & 0xFFFFFFFF
+        return (t ^ (t >> 14)) / 4294967296
+
+    order = list(range(items))
+    for i in range(items - 1, 0, -1):
+        j = int(random() * (i + 1))
+        order[i], order[j] = order[j], order[i]
+    return [(i, runs[::-1] if len(runs) > 1 and random() < 0.5 else list(runs)) for i in order]
+
+
 def answer_study(driver, study: Path, participant: str, runs_of: dict[str, str], reload_at: int,
                  url: str | None = None) -> list[list]:
     from selenium.webdriver.common.by import By
@@ -94,9 +123,11 @@ def answer_study(driver, study: Path, participant: str, runs_of: dict[str, str],
         WebDriverWait(driver, 20).until(lambda d: d.execute_script(  # every image loads, from disk
             "return Array.from(document.images).every(im => im.complete && im.naturalWidth > 0)"))
         figures = driver.find_elements(By.CSS_SELECTOR, "figure.explanation")
-        sides = [runs_of[Path(f.find_element(By.TAG_NAME, "img").get_attribute("src")).name] for f in figures]
+        names = [Path(f.find_element(By.TAG_NAME, "img").get_attribute("src")).name for f in figures]
+        sides = [runs_of[name] for name in names]
         classes = driver.find_element(By.ID, "classes").text
-        seen.append([sides, classes])
+        (item,) = [i for i, it in enumerate(data["items"]) if Path(it["images"]["A"]).name in names]
+        seen.append([sides, classes, item])
         assert driver.find_element(By.ID, "next").get_attribute("disabled")  # nothing answered yet
         for question in ("q1", "q2", "q3"):
             for side, run in enumerate(sides):
@@ -151,9 +182,14 @@ def test_browser_answers_a_two_run_study_and_score_reads_it_back(tmp_path):
     finally:
         driver.quit()
     orders = {p: [row[0] for row in seen[p]] for p in seen}
-    assert orders["p1"] != orders["p2"]  # each participant gets their own order and sides
-    assert any(s == ["B", "A"] for p in seen for s in orders[p]) and any(s == ["A", "B"] for p in seen for s in
-                                                                         orders[p])
+    # Each participant sees the order and sides seeded by (study id, seed, their id): the page's shuffle, exactly.
+    # (Comparing p1's with p2's would fail by chance: the study id is random, and 5 items' sides coincide 1 in 32.)
+    predict = lambda p: shown_order(data["study_id"], data["seed"], p, items, ["A", "B"])  # noqa: E731
+    for p in seen:
+        assert [(row[2], row[0]) for row in seen[p]] == predict(p)
+    orders_of_many = [predict(f"participant-{n}") for n in range(20)]
+    assert len({repr(o) for o in orders_of_many}) > 1  # the id moves the order ...
+    assert {tuple(s) for o in orders_of_many for _, s in o} == {("A", "B"), ("B", "A")}  # ... and both sides occur
     assert any(EVIL in row[1] for row in seen["p1"])  # the hostile class name shown as text
 
     sheets = [json.loads(f.read_text()) for f in files]
