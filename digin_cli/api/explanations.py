@@ -89,7 +89,8 @@ class PromptExplainer:
         if self.text_settings is None:
             self.text_settings = _preset("hard_prompt")
         engine = explainer.PromptExplainer(self.gen, self.sampler, self.text_settings, progress=self.progress)
-        with argument_names({"task.tau": "tau", "task.tau_end": "tau_end"}):  # the CLI's config check has them first
+        with argument_names({"task.tau": "tau", "task.tau_end": "tau_end", "task.vocabulary": "vocabulary",
+                             "task.whole_words": "whole_words"}):  # the CLI's config check has the temperatures first
             prompt = engine.hard_prompt(str(prefix), int(num_tokens), str(init), int(seed), float(tau),
                                         bool(whole_words), ids, None if tau_end is None else float(tau_end))
         return self._run(engine, prompt, class_, feature, seed, num_samples, feature_weight, callback)

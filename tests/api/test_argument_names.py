@@ -70,6 +70,8 @@ def test_prompt_explanations_name_their_keywords(tiny):
              "temperature tau must be > 0", "e.g. tau=1.0")
     api_line(lambda: explainer.explain_text(class_=0, vocabulary=["flower"], tau_end=-1),
              "temperature tau_end must be > 0", "e.g. tau_end=1.0")
+    api_line(lambda: explainer.explain_text(class_=0, vocabulary=["<|endoftext|>"]),  # a special token only
+             "no vocabulary word is an allowed token (special or, with whole_words, word pieces)")
 
 
 def test_spurious_delta_names_the_keyword(tiny):
