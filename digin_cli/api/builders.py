@@ -8,9 +8,7 @@ node, and hands it to the loader the CLI uses (:func:`~digin_cli.generation.mode
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -18,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
 from digin_cli import schemas
+from digin_cli.api.common import argument_names
 from digin_cli.configs import CONF_DIR, options, register
 from digin_cli.device import resolve_device, resolve_dtype
 from digin_cli.errors import DiginError, suggest
@@ -58,16 +57,6 @@ def preset(group: str, name: str, **overrides: Any) -> DictConfig:
     return OmegaConf.create(OmegaConf.to_container(typed))
 
 
-@contextmanager
-def _keywords(group: str) -> Iterator[None]:
-    """The loaders name command-line keys (``generator.lora=``, ``classifier.pretrained=``); here they are the
-    builder's keywords (``lora=``, ``pretrained=``)."""
-    try:
-        yield
-    except DiginError as err:
-        raise DiginError(re.sub(rf"(?<![\w.]){group}\.(?=\w)", "", str(err))) from None
-
-
 def _device(device: str | torch.device) -> torch.device:
     return device if isinstance(device, torch.device) else resolve_device(str(device))
 
@@ -87,7 +76,7 @@ def load_generator(name: str = "sd15", *, dtype: str | torch.dtype = "fp32", dev
     settings.update({k: v for k, v in (("lora", lora), ("sampler", sampler)) if v is not None})
     device = _device(device)
     torch_dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(str(dtype), device)
-    with _keywords("generator"):  # the preset's schema checks the keywords too (sampler=euler: one line)
+    with argument_names(group="generator"):  # the preset's schema checks the keywords too (sampler=euler: one line)
         if name in options("generator"):
             cfg = preset("generator", name, **settings)
         else:  # a folder or hub id of any SD 1.x model
@@ -108,7 +97,7 @@ def load_classifier(name: str, *, device: str | torch.device = "cpu", dtype: tor
     """
     from digin_cli.classifiers import build_classifier
 
-    with _keywords("classifier"):
+    with argument_names(group="classifier"):
         return build_classifier(preset("classifier", name, **settings), _device(device), dtype, two_stage=two_stage)
 
 
@@ -123,7 +112,7 @@ def wrap_classifier(module: torch.nn.Module, class_names: str | Sequence[str], i
     """
     from digin_cli.classifiers.torch_module import TorchModuleClassifier
 
-    with _keywords("classifier"):  # the probe batch of prepare() checks the names against the logits
+    with argument_names(group="classifier"):  # the probe batch of prepare() checks the names against the logits
         clf = TorchModuleClassifier(module, class_names, input_size, list(mean), list(std), interpolation,
                                     features_layer=features_layer).to(device=_device(device))
         clf.prepare()
@@ -135,7 +124,7 @@ def load_segmenter(name: str = "sam_hq", *, device: str | torch.device = "cpu", 
     ``tiny_sam``, ...); ``settings`` override its keys (``pretrained=`` a local folder, ``num_points``, ...)."""
     from digin_cli.segmentation import build_segmenter
 
-    with _keywords("segmentation"):
+    with argument_names(group="segmentation"):
         return build_segmenter(preset("segmentation", name, **settings), _device(device))
 
 

@@ -33,14 +33,17 @@ def cutouts_for(template: Cutouts, rng: torch.Generator | None, seed: int, devic
 
 
 @contextmanager
-def argument_names(keys: Mapping[str, str]) -> Iterator[None]:
-    """A DiginError of a check shared with the CLI names its keys (``task.delta=0.1``); raised inside, it names the
-    method's keywords instead (``delta=0.1``). Only around checks the CLI makes up front with its own keys, so a run
-    never meets the translated line."""
+def argument_names(keys: Mapping[str, str] | None = None, group: str | None = None) -> Iterator[None]:
+    """A DiginError of a check shared with the CLI names its keys (``task.delta=0.1``, ``classifier.pretrained=``);
+    raised inside, it names the API's keywords instead: ``keys`` maps whole keys to them (``task.delta`` ->
+    ``delta``), ``group`` drops that group's prefix from each of its keys (a builder's keywords are the group's keys).
+    Only around checks the CLI makes up front with its own keys, so a run never meets the translated line."""
     try:
         yield
     except DiginError as err:
         text = str(err)
-        for key, name in keys.items():  # whole keys only: task.tau is not the start of task.tau_end
+        if group:
+            text = re.sub(rf"(?<![\w.]){re.escape(group)}\.(?=\w)", "", text)
+        for key, name in (keys or {}).items():  # whole keys only: task.tau is not the start of task.tau_end
             text = re.sub(rf"(?<![\w.]){re.escape(key)}(?!\w)", name, text)
         raise DiginError(text) from None

@@ -23,12 +23,11 @@ from digin_cli.classifiers import Classifier, resolve_class
 from digin_cli.counterfactual import PreparedImage, RealImageEditor
 from digin_cli.data import InputImage
 from digin_cli.data.images import IMAGE_EXTENSIONS
-from digin_cli.data.prepare import Unreadable, decode
-from digin_cli.io.writer import slug
-from digin_cli.data.prepare import CROP_FRACTION, preprocess
+from digin_cli.data.prepare import CROP_FRACTION, Unreadable, decode, preprocess
 from digin_cli.device import peak_memory_mb, seed_everything
 from digin_cli.errors import DiginError
 from digin_cli.generation.sampler import DDIMSampler
+from digin_cli.io.writer import slug
 from digin_cli.optimize import OptimSettings
 from digin_cli.segmentation import NoSegmenter, Segmenter
 
